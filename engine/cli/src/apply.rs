@@ -1,0 +1,191 @@
+//! `engine apply`: plan, take the workspace lock, run, and summarise.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use engine_core::events::{Outcome, Reporter, RunStatus, Silent};
+use engine_core::exec::{ExecOptions, execute};
+use engine_core::fingerprint::FingerprintDb;
+use engine_core::plan::make_plan;
+use engine_core::store::Store;
+
+use crate::commands::{load_or_report, report_invalid};
+use crate::progress::{Bars, Lines};
+use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
+
+/// The flags of `engine apply`.
+#[derive(Debug)]
+pub struct ApplyArgs {
+    pub manifest: PathBuf,
+    pub json: bool,
+    pub cpus: Option<u32>,
+    pub gpus: Option<String>,
+    pub plain: bool,
+}
+
+/// Parses `--gpus`: `none`, or comma-separated ids.
+fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
+    let t = text.trim();
+    if t.is_empty() || t == "none" {
+        return Ok(Vec::new());
+    }
+    t.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("`{p}` is not a GPU id"))
+        })
+        .collect()
+}
+
+/// The GPUs this machine offers: CUDA_VISIBLE_DEVICES if set, else those nvidia-smi lists.
+fn detect_gpus() -> Vec<u32> {
+    if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
+        return parse_gpus(&v).unwrap_or_default();
+    }
+    let Ok(out) = std::process::Command::new("nvidia-smi").arg("-L").output() else {
+        return Vec::new();
+    };
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let n = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("GPU "))
+        .count();
+    (0..n as u32).collect()
+}
+
+/// Runs `engine apply`.
+pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let gpus = match &args.gpus {
+        Some(text) => match parse_gpus(text) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: --gpus: {e} (hint: write ids like `0,1`, or `none`)");
+                return Ok(ExitCode::from(EXIT_USAGE));
+            }
+        },
+        None => detect_gpus(),
+    };
+    let cpus = match args.cpus {
+        Some(0) => {
+            eprintln!("error: --cpus must be at least 1");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+    };
+    let m = match load_or_report(&args.manifest) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    for (id, stage) in &m.manifest.stages {
+        if stage.resources.gpus as usize > gpus.len() {
+            let mark = m.value_mark(&format!("/stages/{id}/resources/gpus"));
+            eprintln!(
+                "{}:{}:{}: stage `{id}` needs {} GPU(s) but this machine offers {} (hint: lower `resources.gpus`, pass --gpus, or run on a cluster)",
+                m.path.display(),
+                mark.line,
+                mark.col,
+                stage.resources.gpus,
+                gpus.len()
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    }
+
+    let store = Store::at(&m.dir);
+    store
+        .create()
+        .with_context(|| format!("cannot create the store {}", store.root().display()))?;
+    let holder = format!(
+        "pid {} running `engine apply {}`",
+        std::process::id(),
+        args.manifest.display()
+    );
+    let _lock = store
+        .lock(&holder, |other| {
+            let who = if other.is_empty() { "another engine run" } else { other };
+            eprintln!("waiting: the workspace {} is locked by {who}; this run starts when it ends (Ctrl-C to give up)", m.dir.display());
+        })
+        .context("cannot lock the workspace")?;
+
+    // Plan under the lock, so that what another run just stored counts as cached.
+    let mut fp = FingerprintDb::open(&store.fingerprint_memo());
+    let plan = match make_plan(&m, &store, &mut fp) {
+        Ok(p) => p,
+        Err(invalid) => return Ok(report_invalid(&invalid)),
+    };
+    let _ = fp.save();
+
+    let reporter: Arc<dyn Reporter> = if args.json {
+        Arc::new(Silent)
+    } else if std::io::stderr().is_terminal() && !args.plain {
+        Arc::new(Bars::new())
+    } else {
+        Arc::new(Lines::new())
+    };
+    let program =
+        std::env::current_exe().context("cannot find the engine binary to run stages with")?;
+    let opts = ExecOptions {
+        program,
+        program_args: vec!["stage-exec".into()],
+        cpus,
+        gpus,
+        grace: Duration::from_secs(5),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let summary = runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping running stages (nothing partial is stored)");
+                let _ = tx.send(true);
+            }
+        });
+        execute(&m, &plan, &store, &opts, reporter, rx).await
+    })?;
+
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        let count = |o: Outcome| summary.stages.values().filter(|s| s.outcome == o).count();
+        let status = match summary.status {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Cancelled => "was interrupted",
+        };
+        println!(
+            "run {} {status} in {:.1}s: {} ran, {} cached, {} failed, {} skipped",
+            summary.run_id,
+            summary.duration_s,
+            count(Outcome::Succeeded),
+            count(Outcome::Cached),
+            count(Outcome::Failed) + count(Outcome::TimedOut),
+            count(Outcome::Skipped)
+        );
+        for id in m.dag.order() {
+            if let Some(s) = summary.stages.get(id)
+                && matches!(s.outcome, Outcome::Failed | Outcome::TimedOut)
+            {
+                println!("  {id}: {}", s.message.as_deref().unwrap_or("failed"));
+            }
+        }
+        println!("  records: {}", summary.run_dir.display());
+    }
+    Ok(match summary.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Failed => ExitCode::from(EXIT_FAILED),
+        RunStatus::Cancelled => ExitCode::from(EXIT_INTERRUPTED),
+    })
+}

@@ -1,0 +1,89 @@
+//! Command-line flags, parsed by clap into raw structs; `main` turns them into actions.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Turn a clinician's request into a reviewable, cached, reproducible imaging-model pipeline.
+#[derive(Debug, Parser)]
+#[command(
+    name = "engine",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Check a manifest against the schema and its meaning; exit 2 with file:line:col errors.
+    Validate {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+    },
+    /// Show what `apply` would run, what is cached, and why each stage must run.
+    Plan {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the manifest's stages that are not cached.
+    Apply {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+        /// Print a machine-readable summary as JSON on standard output.
+        #[arg(long)]
+        json: bool,
+        /// CPU threads for all stages together [default: the machine's cores].
+        #[arg(long, value_name = "N")]
+        cpus: Option<u32>,
+        /// GPU ids stages may use, comma-separated, or `none` [default: CUDA_VISIBLE_DEVICES, else the GPUs nvidia-smi lists].
+        #[arg(long, value_name = "IDS")]
+        gpus: Option<String>,
+        /// Plain progress lines even on a terminal.
+        #[arg(long)]
+        plain: bool,
+    },
+    /// Print the stage graph as Graphviz DOT or a Mermaid flowchart.
+    Graph {
+        /// The manifest (YAML).
+        manifest: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Print the manifest JSON Schema (the file checked in under schemas/).
+    Schema,
+    /// Check the installation: engine and libtorch versions, devices, and a training step.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Device for the training self-test: `cpu`, `cuda`, `cuda:N` or `auto`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Run one stage job (used by the executors; not for direct use).
+    #[command(hide = true)]
+    StageExec {
+        /// The job file the executor wrote.
+        job: PathBuf,
+    },
+}
+
+/// Graph output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}

@@ -1,0 +1,123 @@
+//! The short subcommands: validate, plan, graph and the hidden stage runner.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use engine_core::fingerprint::FingerprintDb;
+use engine_core::load::{Invalid, LoadedManifest, load};
+use engine_core::plan::{Status, make_plan};
+use engine_core::store::Store;
+
+use crate::cli::GraphFormat;
+use crate::{EXIT_FAILED, EXIT_USAGE};
+
+/// Prints a manifest's problems and returns the usage exit code.
+pub fn report_invalid(invalid: &Invalid) -> ExitCode {
+    eprintln!("{}", invalid.render());
+    let n = invalid.diagnostics.0.len();
+    if n > 1 {
+        eprintln!("{n} problems found");
+    }
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Loads a manifest or reports why it cannot be loaded.
+pub fn load_or_report(path: &Path) -> Result<LoadedManifest, ExitCode> {
+    load(path).map_err(|invalid| report_invalid(&invalid))
+}
+
+/// `engine validate`.
+pub fn validate(path: &Path) -> anyhow::Result<ExitCode> {
+    let m = match load_or_report(path) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let stages = m.manifest.stages.len();
+    let datasets = m.manifest.datasets.len();
+    println!(
+        "{}: valid ({stages} stage{}, {datasets} dataset{})",
+        path.display(),
+        plural(stages),
+        plural(datasets)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// `engine plan`.
+pub fn plan(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let m = match load_or_report(path) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let store = Store::at(&m.dir);
+    let mut fp = FingerprintDb::open(&store.fingerprint_memo());
+    let plan = match make_plan(&m, &store, &mut fp) {
+        Ok(p) => p,
+        Err(invalid) => return Ok(report_invalid(&invalid)),
+    };
+    if store.root().is_dir() {
+        // The memo is an optimisation; failing to save it changes nothing else.
+        let _ = fp.save();
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (cached, to_run) = plan.counts();
+    println!(
+        "plan for `{}` ({}): {} stage{}, {cached} cached, {to_run} to run",
+        m.manifest.name,
+        path.display(),
+        plan.stages.len(),
+        plural(plan.stages.len())
+    );
+    let width = plan.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
+    for s in &plan.stages {
+        let (tag, why) = match s.status {
+            Status::Cached => ("cached", String::new()),
+            Status::Run => ("run", s.reasons.join("; ")),
+        };
+        println!(
+            "  {tag:<6}  {:<width$}  {:<8}  {}  {why}",
+            s.id,
+            s.kind,
+            &s.digest[..12]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `engine graph`.
+pub fn graph(path: &Path, format: GraphFormat) -> anyhow::Result<ExitCode> {
+    let m = match load_or_report(path) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    match format {
+        GraphFormat::Dot => print!("{}", m.dag.to_dot(&m.manifest.name)),
+        GraphFormat::Mermaid => print!("{}", m.dag.to_mermaid()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `engine stage-exec JOB`: runs one stage in this process (the executor's child).
+pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
+    let job = match engine_core::job::StageJob::read(job_file) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    match engine_core::job::run_core_job(&job) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: stage `{}`: {e}", job.stage);
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
+    }
+}

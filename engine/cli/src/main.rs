@@ -1,0 +1,55 @@
+//! The `engine` binary: a thin command line over `engine-core` (and `engine-torch`).
+
+mod apply;
+mod cli;
+mod commands;
+mod doctor;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Cmd};
+
+/// Exit status when the user's input is wrong (bad manifest, bad flag, missing data).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when a stage or run failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status after an interrupt (128 + SIGINT), as shells expect.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Validate { manifest } => commands::validate(&manifest),
+        Cmd::Plan { manifest, json } => commands::plan(&manifest, json),
+        Cmd::Apply {
+            manifest,
+            json,
+            cpus,
+            gpus,
+            plain,
+        } => apply::apply(&apply::ApplyArgs {
+            manifest,
+            json,
+            cpus,
+            gpus,
+            plain,
+        }),
+        Cmd::Graph { manifest, format } => commands::graph(&manifest, format),
+        Cmd::Schema => {
+            print!("{}", engine_core::schema::manifest_schema_text());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Doctor { json, device } => doctor::doctor(json, &device),
+        Cmd::StageExec { job } => commands::stage_exec(&job),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! A stage job: everything a child process needs to run one stage, written as JSON by the executor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{StageKind, StageParams};
+
+/// One stage, resolved and ready to run in a child process (locally or on a cluster node).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageJob {
+    /// Id of the run this job belongs to.
+    pub run_id: String,
+    /// Id of the stage.
+    pub stage: String,
+    /// Kind of the stage.
+    pub kind: StageKind,
+    /// The stage's resolved parameters (`with`, defaults filled in).
+    pub params: serde_json::Value,
+    /// The manifest's directory; commands run there.
+    pub workspace: PathBuf,
+    /// Directory the stage writes its outputs to.
+    pub out_dir: PathBuf,
+    /// Output directories of the stages this one reads from, by stage id.
+    pub upstream: BTreeMap<String, PathBuf>,
+    /// Roots of the datasets this stage reads, by name.
+    pub datasets: BTreeMap<String, PathBuf>,
+    /// The stage's seed.
+    pub seed: u64,
+    /// CPU threads granted to the stage.
+    pub cpus: u32,
+}
+
+impl StageJob {
+    /// Reads a job file written by the executor.
+    pub fn read(path: &Path) -> Result<StageJob, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("could not read the job file {}: {e}", path.display()))?;
+        serde_json::from_str(&text)
+            .map_err(|e| format!("the job file {} is not valid: {e}", path.display()))
+    }
+}
+
+/// Runs a job of a kind the core implements.
+pub fn run_core_job(job: &StageJob) -> Result<(), String> {
+    let params = job
+        .params
+        .as_object()
+        .ok_or("the job's params are not an object")?;
+    let parsed = StageParams::parse(job.kind, params)
+        .map_err(|e| format!("the job's params do not fit `{}`: {e}", job.kind.as_str()))?;
+    match parsed {
+        StageParams::Command(p) => crate::stages::command::run(job, &p),
+    }
+}

@@ -1,0 +1,3 @@
+//! Stage kinds that need no libtorch; the libtorch-facing kinds live in the `engine-torch` crate.
+
+pub mod command;
