@@ -1,1 +1,6 @@
-//! placeholder
+//! End-to-end tests of the `engine` binary: one test binary, one module per area.
+
+mod apply;
+mod bad_manifests;
+mod plan;
+mod support;

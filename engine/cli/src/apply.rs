@@ -12,6 +12,7 @@ use engine_core::exec::{ExecOptions, execute};
 use engine_core::fingerprint::FingerprintDb;
 use engine_core::plan::make_plan;
 use engine_core::store::Store;
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::commands::{load_or_report, report_invalid};
 use crate::progress::{Bars, Lines};
@@ -146,14 +147,22 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let summary = runtime.block_on(async {
+        // Register for SIGINT and SIGTERM before any stage starts, so that an interrupt
+        // always reaches the executor rather than killing the engine outright.
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping running stages (nothing partial is stored)");
-                let _ = tx.send(true);
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
+            eprintln!("\ninterrupted: stopping running stages (nothing partial is stored)");
+            let _ = tx.send(true);
         });
-        execute(&m, &plan, &store, &opts, reporter, rx).await
+        execute(&m, &plan, &store, &opts, reporter, rx)
+            .await
+            .map_err(anyhow::Error::from)
     })?;
 
     if args.json {

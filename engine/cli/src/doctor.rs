@@ -1,70 +1,54 @@
-//! `engine doctor`: what this installation is and whether libtorch trains on it.
+//! `engine doctor`: what this installation is, and whether libtorch trains on it
+//! (through the libtorch worker, which the `engine` binary itself never loads).
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 
-use serde::Serialize;
+use crate::{EXIT_FAILED, EXIT_USAGE};
 
-#[derive(Serialize)]
-struct Report {
-    engine_version: &'static str,
-    #[cfg(feature = "torch")]
-    libtorch: engine_torch::RuntimeInfo,
-    #[cfg(feature = "torch")]
-    self_test: Result<engine_torch::SelfTestReport, String>,
+/// Name of the libtorch worker binary, installed beside `engine`.
+pub const WORKER: &str = "engine-worker";
+
+/// Finds the libtorch worker: `ENGINE_WORKER` if set, else beside this binary, else on `PATH`.
+pub fn worker_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("ENGINE_WORKER") {
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe().ok()?.parent()?.join(WORKER);
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(WORKER))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Runs `engine doctor`.
 pub fn doctor(json: bool, device: &str) -> anyhow::Result<ExitCode> {
-    #[cfg(feature = "torch")]
-    let (libtorch, self_test) = {
-        let info = engine_torch::runtime_info();
-        let test = engine_torch::parse_device(device)
-            .and_then(engine_torch::self_test)
-            .map_err(|e| e.to_string());
-        (info, test)
+    if !json {
+        println!("engine {}", env!("CARGO_PKG_VERSION"));
+    }
+    let Some(worker) = worker_path() else {
+        eprintln!(
+            "error: the libtorch worker `{WORKER}` was not found beside this binary or on PATH (hint: build it with `cargo build -p engine-torch`, or set ENGINE_WORKER)"
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
     };
-    #[cfg(not(feature = "torch"))]
-    let _ = device;
-    let report = Report {
-        engine_version: env!("CARGO_PKG_VERSION"),
-        #[cfg(feature = "torch")]
-        libtorch,
-        #[cfg(feature = "torch")]
-        self_test,
-    };
+    let mut cmd = Command::new(&worker);
+    cmd.arg("doctor").arg("--device").arg(device);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        cmd.arg("--json");
     } else {
-        println!("engine {}", report.engine_version);
-        #[cfg(feature = "torch")]
-        {
-            let t = &report.libtorch;
-            println!(
-                "libtorch {} ({})",
-                t.libtorch_version,
-                t.loaded_libtorch
-                    .as_deref()
-                    .unwrap_or(&t.build_libtorch_lib)
-            );
-            println!("cpu threads {}", t.cpu_threads);
-            println!(
-                "cuda linked {}, available {}, devices {}",
-                t.cuda_linked, t.cuda_available, t.cuda_device_count
-            );
-            match &report.self_test {
-                Ok(r) => println!(
-                    "self-test on {}: loss {:.4} -> {:.4} in {} steps ({:.0} ms)",
-                    r.device, r.initial_loss, r.final_loss, r.steps, r.elapsed_ms
-                ),
-                Err(e) => println!("self-test FAILED: {e}"),
-            }
-        }
-        #[cfg(not(feature = "torch"))]
-        println!("built without libtorch (feature `torch`): training stages are unavailable");
+        println!("worker {}", worker.display());
     }
-    #[cfg(feature = "torch")]
-    if report.self_test.is_err() {
-        return Ok(ExitCode::from(crate::EXIT_FAILED));
-    }
-    Ok(ExitCode::SUCCESS)
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker.display()))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(EXIT_FAILED)),
+        None => ExitCode::from(EXIT_FAILED),
+    })
 }

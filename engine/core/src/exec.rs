@@ -373,6 +373,8 @@ pub async fn execute(
             );
         }
     }
+    // The interrupt may have arrived while the last stage was being reaped.
+    cancelled |= *cancel.borrow() || summaries.values().any(|s| s.outcome == Outcome::Cancelled);
     let status = if cancelled {
         RunStatus::Cancelled
     } else if summaries.values().all(|s| s.outcome.is_ok()) {

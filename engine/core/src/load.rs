@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::dag::{Dag, DagBuilder, Edge};
 use crate::diag::{Diagnostic, Diagnostics, Mark, code_list, did_you_mean};
-use crate::manifest::{MANIFEST_VERSION, Manifest, StageKind, StageParams};
+use crate::manifest::{Dataset, MANIFEST_VERSION, Manifest, Stage, StageKind, StageParams};
 use crate::source::{SourceMap, dotted, push_segment, scan};
 use crate::stages::command::output_path_problem;
 use crate::upgrade::upgrade;
@@ -91,7 +91,7 @@ fn validator() -> &'static jsonschema::Validator {
             clippy::expect_used,
             reason = "the generated schema is a compile-time constant, tested"
         )]
-        jsonschema::draft202012::new(&schema).expect("the generated manifest schema compiles")
+        jsonschema::draft7::new(&schema).expect("the generated manifest schema compiles")
     })
 }
 
@@ -211,56 +211,78 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedManifest, Invalid> {
         return Err(Invalid::one(diag(mark, msg, Some(hint)), Some(text)));
     }
 
-    let schema_errors: Vec<Diagnostic> = validator()
-        .iter_errors(&value)
-        .map(|e| schema_diagnostic(path, &e, &value, &source_map))
-        .collect();
-    if !schema_errors.is_empty() {
-        return Err(Invalid {
-            diagnostics: Diagnostics(schema_errors).finish(),
-            source: Some(text),
-        });
+    // Schema problems first; then the meaning of every stage and dataset the schema had no
+    // complaint about, so that one run reports as much as it can.
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut broken: Vec<String> = Vec::new();
+    for e in validator().iter_errors(&value) {
+        broken.push(e.instance_path.as_str().to_owned());
+        errors.push(schema_diagnostic(path, &e, &value, &source_map));
     }
-
-    let manifest: Manifest = match serde_path_to_error::deserialize(&value) {
-        Ok(m) => m,
-        Err(e) => {
-            let pointer = pointer_of(e.path());
-            let d = diag(
-                source_map.value(&pointer),
-                format!("`{}`: {}", dotted(&pointer), e.inner()),
-                None,
-            );
-            return Err(Invalid::one(d, Some(text)));
-        }
+    let is_broken = |prefix: &str| {
+        broken.iter().any(|p| {
+            p == prefix
+                || p.starts_with(&format!("{prefix}/"))
+                || prefix.starts_with(&format!("{p}/"))
+        })
     };
-
-    let mut errors = Vec::new();
-    let mut params = BTreeMap::new();
-    for (id, stage) in &manifest.stages {
-        match StageParams::parse(stage.uses, &stage.with) {
-            Ok(p) => {
+    let stage_ids: Vec<String> = value
+        .get("stages")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let dataset_names: Vec<String> = value
+        .get("datasets")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut stages: BTreeMap<String, Stage> = BTreeMap::new();
+    let mut params: BTreeMap<String, StageParams> = BTreeMap::new();
+    for id in &stage_ids {
+        let pointer = push_segment("/stages", id);
+        let Some(raw) = value.pointer(&pointer).filter(|_| !is_broken(&pointer)) else {
+            continue;
+        };
+        let typed = serde_path_to_error::deserialize::<_, Stage>(raw)
+            .map_err(|e| (pointer.clone(), e))
+            .and_then(|stage| {
+                StageParams::parse(stage.uses, &stage.with)
+                    .map(|p| (stage, p))
+                    .map_err(|e| (push_segment(&pointer, "with"), e))
+            });
+        match typed {
+            Ok((stage, p)) => {
+                stages.insert(id.clone(), stage);
                 params.insert(id.clone(), p);
             }
-            Err(e) => {
-                let pointer = format!(
-                    "{}{}",
-                    push_segment(&push_segment("/stages", id), "with"),
-                    pointer_of(e.path())
-                );
+            Err((base, e)) => {
+                let at = format!("{base}{}", pointer_of(e.path()));
                 errors.push(diag(
-                    source_map.value(&pointer),
-                    format!("`{}`: {}", dotted(&pointer), e.inner()),
+                    source_map.value(&at),
+                    format!("`{}`: {}", dotted(&at), e.inner()),
                     None,
                 ));
             }
         }
     }
+    let mut datasets: BTreeMap<String, Dataset> = BTreeMap::new();
+    for name in &dataset_names {
+        let pointer = push_segment("/datasets", name);
+        if let Some(raw) = value.pointer(&pointer).filter(|_| !is_broken(&pointer))
+            && let Ok(ds) = serde_json::from_value::<Dataset>(raw.clone())
+        {
+            datasets.insert(name.clone(), ds);
+        }
+    }
+
     let dir = absolute_dir(path);
     let mut partial = Partial {
         path,
         dir: &dir,
-        manifest: &manifest,
+        stage_ids: &stage_ids,
+        dataset_names: &dataset_names,
+        stages: &stages,
+        datasets: &datasets,
         source_map: &source_map,
         errors,
     };
@@ -269,22 +291,36 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedManifest, Invalid> {
         partial.check_stage(id, p);
     }
     let dag = partial.build_dag(&params);
-    let errors = partial.errors;
-    match dag {
-        Some(dag) if errors.is_empty() => Ok(LoadedManifest {
-            path: path.to_path_buf(),
-            dir,
-            source: text,
-            manifest,
-            params,
-            dag,
-            source_map,
-        }),
-        _ => Err(Invalid {
-            diagnostics: Diagnostics(errors).finish(),
-            source: Some(text),
-        }),
+    let mut errors = partial.errors;
+    if errors.is_empty() {
+        match serde_path_to_error::deserialize::<_, Manifest>(&value) {
+            Ok(manifest) => {
+                if let Some(dag) = dag {
+                    return Ok(LoadedManifest {
+                        path: path.to_path_buf(),
+                        dir,
+                        source: text,
+                        manifest,
+                        params,
+                        dag,
+                        source_map,
+                    });
+                }
+            }
+            Err(e) => {
+                let at = pointer_of(e.path());
+                errors.push(diag(
+                    source_map.value(&at),
+                    format!("`{}`: {}", dotted(&at), e.inner()),
+                    None,
+                ));
+            }
+        }
     }
+    Err(Invalid {
+        diagnostics: Diagnostics(errors).finish(),
+        source: Some(text),
+    })
 }
 
 fn absolute_dir(path: &Path) -> PathBuf {
@@ -308,27 +344,39 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
     p
 }
 
-/// The semantic checks, accumulating diagnostics.
+/// The semantic checks, accumulating diagnostics. They run on every stage and dataset
+/// that passed the schema, knowing the names of all of them.
 struct Partial<'a> {
     path: &'a Path,
     dir: &'a Path,
-    manifest: &'a Manifest,
+    stage_ids: &'a [String],
+    dataset_names: &'a [String],
+    stages: &'a BTreeMap<String, Stage>,
+    datasets: &'a BTreeMap<String, Dataset>,
     source_map: &'a SourceMap,
     errors: Vec<Diagnostic>,
 }
 
 impl Partial<'_> {
     fn at(&mut self, pointer: &str, message: String, hint: Option<String>) {
+        self.push(self.source_map.value(pointer), message, hint);
+    }
+
+    fn at_key(&mut self, pointer: &str, message: String, hint: Option<String>) {
+        self.push(self.source_map.key(pointer), message, hint);
+    }
+
+    fn push(&mut self, mark: Mark, message: String, hint: Option<String>) {
         self.errors.push(Diagnostic {
             file: self.path.to_path_buf(),
-            mark: self.source_map.value(pointer),
+            mark,
             message,
             hint,
         });
     }
 
     fn check_datasets(&mut self) {
-        for (name, ds) in &self.manifest.datasets {
+        for (name, ds) in self.datasets {
             let root = self.dir.join(&ds.root);
             if !root.exists() {
                 let pointer = format!("/datasets/{name}/root");
@@ -342,7 +390,7 @@ impl Partial<'_> {
     }
 
     fn check_stage(&mut self, id: &str, params: &StageParams) {
-        let stages = &self.manifest.stages;
+        let stages = self.stage_ids;
         let stage_pointer = push_segment("/stages", id);
         let mut refs: Vec<(String, &str)> = params
             .stage_references()
@@ -354,7 +402,7 @@ impl Partial<'_> {
                 )
             })
             .collect();
-        if let Some(stage) = stages.get(id) {
+        if let Some(stage) = self.stages.get(id) {
             refs.extend(
                 stage
                     .needs
@@ -370,10 +418,10 @@ impl Partial<'_> {
                     format!("stage `{id}` refers to itself"),
                     Some("a stage cannot read its own outputs; name another stage".into()),
                 );
-            } else if !stages.contains_key(target) {
-                let hint = match did_you_mean(target, stages.keys().map(String::as_str)) {
+            } else if !stages.iter().any(|s| s == target) {
+                let hint = match did_you_mean(target, stages.iter().map(String::as_str)) {
                     Some(s) => format!("did you mean `{s}`?"),
-                    None => format!("the stages are {}", code_list(stages.keys())),
+                    None => format!("the stages are {}", code_list(stages)),
                 };
                 self.at(
                     &pointer,
@@ -385,12 +433,12 @@ impl Partial<'_> {
             }
         }
         for r in params.dataset_references() {
-            if !self.manifest.datasets.contains_key(r.target) {
-                let datasets = &self.manifest.datasets;
-                let hint = match did_you_mean(r.target, datasets.keys().map(String::as_str)) {
+            if !self.dataset_names.iter().any(|d| d == r.target) {
+                let datasets = self.dataset_names;
+                let hint = match did_you_mean(r.target, datasets.iter().map(String::as_str)) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None if datasets.is_empty() => "declare it under `datasets`".into(),
-                    None => format!("the datasets are {}", code_list(datasets.keys())),
+                    None => format!("the datasets are {}", code_list(datasets)),
                 };
                 let pointer = format!("{stage_pointer}/{}", r.field.replace('.', "/"));
                 self.at(
@@ -438,13 +486,13 @@ impl Partial<'_> {
 
     fn build_dag(&mut self, params: &BTreeMap<String, StageParams>) -> Option<Dag> {
         let mut builder = DagBuilder::new();
-        for (id, stage) in &self.manifest.stages {
+        for (id, stage) in self.stages {
             builder.add_stage(id, stage.uses.as_str());
         }
-        for (id, stage) in &self.manifest.stages {
+        for (id, stage) in self.stages {
             if let Some(p) = params.get(id) {
                 for r in p.stage_references() {
-                    if self.manifest.stages.contains_key(r.target) {
+                    if self.stages.contains_key(r.target) {
                         builder.add_edge(
                             r.target,
                             id,
@@ -454,7 +502,7 @@ impl Partial<'_> {
                 }
             }
             for n in &stage.needs {
-                if self.manifest.stages.contains_key(n) {
+                if self.stages.contains_key(n) {
                     builder.add_edge(n, id, Edge::Order);
                 }
             }
@@ -476,7 +524,7 @@ impl Partial<'_> {
                             code_list(&c.members)
                         )
                     };
-                    self.at(
+                    self.at_key(
                         &push_segment("/stages", &c.members[0]),
                         message,
                         Some("a stage can only read from stages that run before it; remove one of these references".into()),
@@ -522,6 +570,11 @@ fn schema_diagnostic(
             (format!("unknown {noun} {fields} {place}"), Some(hint))
         }
         ValidationErrorKind::Required { property } => {
+            mark = if pointer.is_empty() {
+                Mark::new(1, 1)
+            } else {
+                map.key(&pointer)
+            };
             let name = property.as_str().unwrap_or_default();
             let hint = match (here.as_str(), name) {
                 ("", "stages") => "add `stages:` with at least one stage".to_owned(),

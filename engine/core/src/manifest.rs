@@ -12,7 +12,7 @@ pub const MANIFEST_VERSION: u32 = 1;
 
 /// Pattern every stage id and dataset name must match: they become environment
 /// variable suffixes and file names, so they stay plain snake_case.
-pub const ID_PATTERN: &str = "^[a-z][a-z0-9_]{0,63}$";
+pub const ID_PATTERN: &str = "^[a-z][a-z0-9_]*$";
 
 /// A pipeline: datasets, and stages that form a directed acyclic graph.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -36,10 +36,10 @@ pub struct Manifest {
     pub seed: u64,
     /// Datasets the stages read, keyed by name.
     #[serde(default)]
-    #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN}))]
+    #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN, "maxLength": 64}))]
     pub datasets: BTreeMap<String, Dataset>,
     /// The stages of the pipeline, keyed by id.
-    #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN}, "minProperties" = 1))]
+    #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN, "maxLength": 64}, "minProperties" = 1))]
     pub stages: BTreeMap<String, Stage>,
 }
 
@@ -57,10 +57,11 @@ pub struct Dataset {
     pub description: Option<String>,
 }
 
-/// Layouts of datasets the engine can read.
+/// Layouts of datasets the engine can read: `files` (any files, fingerprinted and handed over as a directory).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum DatasetFormat {
-    /// Any files: the engine fingerprints them and hands the root to the stages that read it.
+    // Any files: the engine fingerprints them and hands the root to the stages that read it.
+    // (Plain comments, not doc comments, keep the schema a plain `enum` whose errors read well.)
     #[serde(rename = "files")]
     Files,
 }
@@ -98,12 +99,12 @@ pub struct Stage {
     pub description: Option<String>,
 }
 
-/// Kinds of stages this engine can run.
+/// Kinds of stages this engine can run: `command` (a user's own command with declared inputs and outputs).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
 )]
 pub enum StageKind {
-    /// A user's own command with declared inputs and outputs: the escape hatch.
+    // A user's own command with declared inputs and outputs: the escape hatch.
     #[serde(rename = "command")]
     Command,
 }

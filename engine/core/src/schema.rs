@@ -13,7 +13,7 @@ pub const MANIFEST_SCHEMA_PATH: &str = "schemas/manifest.schema.json";
 /// Generates the manifest schema: the types' schema, plus one `if`/`then` per stage kind
 /// that binds `with` to that kind's parameters.
 pub fn manifest_schema() -> Value {
-    let mut generator = SchemaSettings::draft2020_12().into_generator();
+    let mut generator = SchemaSettings::draft07().into_generator();
     let mut kind_params: Vec<(StageKind, Value)> = Vec::new();
     for kind in StageKind::ALL {
         let schema = match kind {
@@ -32,7 +32,7 @@ pub fn manifest_schema() -> Value {
         })
         .collect();
     if let Some(stage) = root
-        .pointer_mut("/$defs/Stage")
+        .pointer_mut("/definitions/Stage")
         .and_then(Value::as_object_mut)
     {
         stage.insert("allOf".into(), Value::Array(branches));
@@ -92,15 +92,19 @@ pub fn allowed_properties(schema: &Value, instance: &Value, pointer: &str) -> Ve
 fn resolve<'a>(root: &'a Value, node: &'a Value) -> &'a Value {
     let mut n = node;
     for _ in 0..16 {
-        match n
+        // schemars wraps a documented `$ref` as `allOf: [{$ref}]`; look through both.
+        let target = n
             .get("$ref")
+            .or_else(|| match n.get("allOf").and_then(Value::as_array) {
+                Some(all) if all.len() == 1 => all[0].get("$ref"),
+                _ => None,
+            });
+        match target
             .and_then(Value::as_str)
             .and_then(|r| r.strip_prefix('#'))
+            .and_then(|p| root.pointer(p))
         {
-            Some(ptr) => match root.pointer(ptr) {
-                Some(target) => n = target,
-                None => break,
-            },
+            Some(t) => n = t,
             None => break,
         }
     }

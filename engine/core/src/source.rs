@@ -318,6 +318,13 @@ fn add_nodes(stack: &mut [Frame], root: &mut u64, n: u64, mark: Mark) -> Result<
 fn scan_error(e: &yaml_rust2::ScanError) -> SourceError {
     let mark = mark_of(e.marker());
     let info = e.info();
+    if info.contains("recursion limit") {
+        return SourceError {
+            mark,
+            message: format!("the manifest nests deeper than the YAML reader allows ({info})"),
+            hint: Some("a manifest needs only a few levels; flatten this part".to_owned()),
+        };
+    }
     let hint = if info.contains("tab") {
         Some("YAML indentation must use spaces, not tabs".to_owned())
     } else {

@@ -11,7 +11,8 @@ use crate::job::StageJob;
 
 /// Parameters of a `command` stage.
 ///
-/// The command runs with `sh -c` in the manifest's directory. It finds what it
+/// The command runs with `sh -e -c` in the manifest's directory, so the first
+/// failing line fails the stage. It finds what it
 /// reads and where to write through environment variables: `ENGINE_OUT` (the
 /// directory its declared outputs go to), `ENGINE_IN_<stage>` (the outputs of
 /// each stage named in `from`), `ENGINE_DATASET_<name>` (the root of each
@@ -20,7 +21,7 @@ use crate::job::StageJob;
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CommandParams {
-    /// Shell command, run with `sh -c` in the manifest's directory.
+    /// Shell command, run with `sh -e -c` in the manifest's directory: the first failing line fails the stage.
     #[schemars(length(min = 1))]
     pub run: String,
     /// Workspace files, directories or glob patterns the command reads, relative to the
@@ -64,7 +65,10 @@ pub fn output_path_problem(path: &str) -> Option<&'static str> {
 /// Runs a `command` stage in this process's child and checks its declared outputs.
 pub fn run(job: &StageJob, params: &CommandParams) -> Result<(), String> {
     let mut cmd = Command::new("sh");
-    cmd.arg("-c").arg(&params.run).current_dir(&job.workspace);
+    cmd.arg("-e")
+        .arg("-c")
+        .arg(&params.run)
+        .current_dir(&job.workspace);
     for (k, v) in &params.env {
         cmd.env(k, v);
     }
