@@ -84,7 +84,16 @@ fi
 
 [[ "$(uname -s)" == "Linux" ]] || die "only Linux is supported (found $(uname -s))"
 command -v python3 >/dev/null || die "python3 is required (it runs pip and unpacks the wheels)"
-python3 -m pip --version >/dev/null 2>&1 || die "pip is required: python3 -m pip is not available"
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    # A fresh Debian has python3 without pip; install it from Debian's packages when we can.
+    if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+        say "pip is missing; installing Debian's python3-pip"
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip; } >/dev/null ||
+            die "could not install python3-pip with apt-get"
+    else
+        die "pip is required: python3 -m pip is not available (hint: sudo apt-get install python3-pip)"
+    fi
+fi
 
 mkdir -p "$cache_root/wheels"
 wheels="$cache_root/wheels"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite from a fresh clone: installs libtorch (outside the repo), then
+# checks formatting, the rule that only engine-torch links libtorch, clippy, and every test.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "libtorch"
+scripts/setup-libtorch.sh
+
+step "formatting"
+cargo fmt --all -- --check
+
+step "libtorch stays out of the core and the engine binary"
+for crate in engine-core engine-cli; do
+    if tree="$(cargo tree -p "$crate" -e normal,build -i tch 2>/dev/null)" && grep -q '^tch v' <<<"$tree"; then
+        echo "error: $crate depends on tch:" >&2
+        echo "$tree" >&2
+        exit 1
+    fi
+    echo "$crate: no tch"
+done
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests"
+cargo test --workspace --locked
