@@ -30,12 +30,12 @@ impl Bars {
 }
 
 fn spinner_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {elapsed:>4} {wide_msg}")
+    ProgressStyle::with_template("{spinner:.cyan} {prefix:<16.bold} {elapsed:>4} {wide_msg}")
         .unwrap_or_else(|_| ProgressStyle::default_spinner())
 }
 
 fn bar_style() -> ProgressStyle {
-    ProgressStyle::with_template("{spinner:.cyan} {prefix:.bold} {elapsed:>4} [{bar:24.cyan/blue}] {percent:>3}% eta {eta} {wide_msg}")
+    ProgressStyle::with_template("{spinner:.cyan} {prefix:<16.bold} {elapsed:>4} [{bar:24.cyan/blue}] {percent:>3}% eta {eta} {wide_msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ")
 }
