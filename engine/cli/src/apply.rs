@@ -63,15 +63,13 @@ fn detect_gpus() -> Vec<u32> {
 
 /// Runs `engine apply`.
 pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let gpus = match &args.gpus {
-        Some(text) => match parse_gpus(text) {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("error: --gpus: {e} (hint: write ids like `0,1`, or `none`)");
-                return Ok(ExitCode::from(EXIT_USAGE));
-            }
-        },
-        None => detect_gpus(),
+    let gpus_flag = match args.gpus.as_deref().map(parse_gpus) {
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => {
+            eprintln!("error: --gpus: {e} (hint: write ids like `0,1`, or `none`)");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        None => None,
     };
     let cpus = match args.cpus {
         Some(0) => {
@@ -84,6 +82,12 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let m = match load_or_report(&args.manifest) {
         Ok(m) => m,
         Err(code) => return Ok(code),
+    };
+    // Looking for GPUs can mean starting nvidia-smi; only do it when a stage asks for one.
+    let gpus = match gpus_flag {
+        Some(g) => g,
+        None if m.manifest.stages.values().any(|s| s.resources.gpus > 0) => detect_gpus(),
+        None => Vec::new(),
     };
     for (id, stage) in &m.manifest.stages {
         if stage.resources.gpus as usize > gpus.len() {

@@ -146,7 +146,8 @@ pub async fn execute(
         to_run,
     });
 
-    let mut record = LockRecord::read(&m.path);
+    let on_disk = LockRecord::read(&m.path);
+    let mut record = on_disk.clone();
     record.version = crate::record::LOCK_VERSION;
     record.manifest = m
         .path
@@ -193,7 +194,7 @@ pub async fn execute(
             states.insert(sp.id.clone(), State::Waiting);
         }
     }
-    if plan.stages.iter().any(|s| s.status == Status::Cached) {
+    if record != on_disk {
         record.write(&m.path)?;
     }
 
@@ -395,7 +396,7 @@ pub async fn execute(
         run_dir: run_dir.clone(),
         stages: summaries,
     };
-    crate::store::write_json(&run_dir.join("summary.json"), &result)?;
+    crate::store::write_json_unsynced(&run_dir.join("summary.json"), &result)?;
     Ok(result)
 }
 
@@ -490,7 +491,7 @@ impl Launch {
     async fn supervise(&mut self) -> io::Result<(Outcome, Option<String>)> {
         let id = self.job.stage.clone();
         let job_file = self.run_dir.join("jobs").join(format!("{id}.json"));
-        crate::store::write_json(&job_file, &self.job)?;
+        crate::store::write_json_unsynced(&job_file, &self.job)?;
         let log_path = self.run_dir.join("logs").join(format!("{id}.log"));
         let log = Arc::new(Mutex::new(File::create(&log_path)?));
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));

@@ -213,13 +213,27 @@ pub struct WorkspaceLock {
     _file: File,
 }
 
-/// Writes JSON to a file atomically.
+/// Writes JSON to a file atomically and durably (synced before the rename).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
     write_atomic(path, text.as_bytes())
 }
 
-/// Writes bytes to a file through a temporary file and a rename.
+/// Writes JSON to a file atomically but without waiting for the disk: for run records,
+/// which are useful but never trusted the way cache entries are.
+pub fn write_json_unsynced<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(io::Error::other)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Writes bytes to a file through a temporary file, a sync and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
