@@ -219,12 +219,12 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedManifest, Invalid> {
         broken.push(e.instance_path.as_str().to_owned());
         errors.push(schema_diagnostic(path, &e, &value, &source_map));
     }
+    // A stage or dataset is skipped when the schema complained about it or anything in it;
+    // complaints about the top level or the `stages` map itself do not hide the others.
     let is_broken = |prefix: &str| {
-        broken.iter().any(|p| {
-            p == prefix
-                || p.starts_with(&format!("{prefix}/"))
-                || prefix.starts_with(&format!("{p}/"))
-        })
+        broken
+            .iter()
+            .any(|p| p == prefix || p.starts_with(&format!("{prefix}/")))
     };
     let stage_ids: Vec<String> = value
         .get("stages")

@@ -32,8 +32,33 @@ pub struct LockedStage {
 }
 
 /// Where the lock file of the manifest at `manifest` lives: `pipeline.yaml` → `pipeline.lock`.
+/// A manifest with another extension keeps it (`pipeline.txt` → `pipeline.txt.lock`), so the
+/// lock file can never be the manifest itself.
 pub fn lock_path(manifest: &Path) -> PathBuf {
-    manifest.with_extension("lock")
+    match manifest.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => manifest.with_extension("lock"),
+        _ => {
+            let mut name = manifest.as_os_str().to_owned();
+            name.push(".lock");
+            PathBuf::from(name)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_is_never_the_manifest() {
+        assert_eq!(
+            lock_path(Path::new("a/pipeline.yaml")),
+            Path::new("a/pipeline.lock")
+        );
+        assert_eq!(lock_path(Path::new("p.yml")), Path::new("p.lock"));
+        assert_eq!(lock_path(Path::new("p.lock")), Path::new("p.lock.lock"));
+        assert_eq!(lock_path(Path::new("manifest")), Path::new("manifest.lock"));
+    }
 }
 
 impl LockRecord {
