@@ -2,5 +2,6 @@
 
 mod apply;
 mod bad_manifests;
+mod metrics;
 mod plan;
 mod support;

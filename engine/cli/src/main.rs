@@ -4,6 +4,7 @@ mod apply;
 mod cli;
 mod commands;
 mod doctor;
+mod metrics;
 mod progress;
 
 use std::process::ExitCode;
@@ -43,6 +44,31 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json, device } => doctor::doctor(json, &device),
+        Cmd::Metrics {
+            task,
+            preds,
+            gt,
+            dets,
+            bootstrap,
+            seed,
+            json,
+            at_specificity,
+            at_sensitivity,
+            attribute,
+            score_threshold,
+        } => metrics::metrics(metrics::MetricsFlags {
+            task,
+            preds,
+            gt,
+            dets,
+            bootstrap,
+            seed,
+            json,
+            at_specificity,
+            at_sensitivity,
+            attribute,
+            score_threshold,
+        }),
         Cmd::StageExec { job } => commands::stage_exec(&job),
     };
     match result {

@@ -13,6 +13,7 @@ pub mod fingerprint;
 pub mod job;
 pub mod load;
 pub mod manifest;
+pub mod metrics;
 pub mod plan;
 pub mod record;
 pub mod schema;

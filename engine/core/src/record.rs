@@ -45,22 +45,6 @@ pub fn lock_path(manifest: &Path) -> PathBuf {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_lock_file_is_never_the_manifest() {
-        assert_eq!(
-            lock_path(Path::new("a/pipeline.yaml")),
-            Path::new("a/pipeline.lock")
-        );
-        assert_eq!(lock_path(Path::new("p.yml")), Path::new("p.lock"));
-        assert_eq!(lock_path(Path::new("p.lock")), Path::new("p.lock.lock"));
-        assert_eq!(lock_path(Path::new("manifest")), Path::new("manifest.lock"));
-    }
-}
-
 impl LockRecord {
     /// Reads the lock file; a missing or unreadable one reads as empty.
     pub fn read(manifest: &Path) -> LockRecord {
@@ -78,5 +62,21 @@ impl LockRecord {
             "# Written by `engine apply`: the cache key and output hashes each stage last resolved to.\n# Do not edit; commit it beside the manifest.\n{body}"
         );
         crate::store::write_atomic(&lock_path(manifest), text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_is_never_the_manifest() {
+        assert_eq!(
+            lock_path(Path::new("a/pipeline.yaml")),
+            Path::new("a/pipeline.lock")
+        );
+        assert_eq!(lock_path(Path::new("p.yml")), Path::new("p.lock"));
+        assert_eq!(lock_path(Path::new("p.lock")), Path::new("p.lock.lock"));
+        assert_eq!(lock_path(Path::new("manifest")), Path::new("manifest.lock"));
     }
 }

@@ -1,0 +1,451 @@
+//! `engine metrics`: evaluation metrics with bootstrap confidence intervals, printed as a
+//! table or as JSON (`{"metrics": {"auc": {"value": x, "ci": [lo, hi]}, ...}, "n": ...}`).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use engine_core::metrics::coco::read_detection;
+use engine_core::metrics::predictions::{read_binary, read_multiclass};
+use engine_core::metrics::{
+    BinaryData, BinaryMetrics, BinaryOptions, Bootstrap, DetectionData, DetectionMetrics,
+    DetectionOptions, Estimate, MulticlassData, MulticlassMetrics, Units,
+};
+use serde_json::{Map, Value, json};
+
+use crate::EXIT_USAGE;
+use crate::cli::MetricsTask;
+
+/// The most resamples `--bootstrap` accepts: every resample's figures are kept in memory.
+const MAX_RESAMPLES: usize = 1_000_000;
+
+/// The flags of `engine metrics` as clap parsed them.
+#[derive(Debug)]
+pub struct MetricsFlags {
+    pub task: MetricsTask,
+    pub preds: Option<PathBuf>,
+    pub gt: Option<PathBuf>,
+    pub dets: Option<PathBuf>,
+    pub bootstrap: usize,
+    pub seed: u64,
+    pub json: bool,
+    pub at_specificity: Option<f64>,
+    pub at_sensitivity: Option<f64>,
+    pub attribute: Option<String>,
+    pub score_threshold: Option<f64>,
+}
+
+/// What to evaluate, checked.
+#[derive(Debug)]
+enum Input {
+    Binary {
+        preds: PathBuf,
+        options: BinaryOptions,
+        attribute: Option<String>,
+    },
+    Multiclass {
+        preds: PathBuf,
+    },
+    Detection {
+        gt: PathBuf,
+        dets: PathBuf,
+        options: DetectionOptions,
+    },
+}
+
+/// A usage problem: the message, then what to do.
+struct Usage(String);
+
+impl MetricsFlags {
+    /// Checks that the flags fit the task.
+    fn input(self) -> Result<Input, Usage> {
+        let task = self.task;
+        let only = |flag: &str, given: bool, allowed: &[MetricsTask]| {
+            if given && !allowed.contains(&task) {
+                Err(Usage(format!(
+                    "--{flag} does not apply to --task {} (hint: leave it out)",
+                    task_name(task)
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        if self.bootstrap > MAX_RESAMPLES {
+            return Err(Usage(format!(
+                "--bootstrap {} is more resamples than the {MAX_RESAMPLES} allowed (hint: 2000 gives stable 95% intervals; 10000 is plenty for p-values)",
+                self.bootstrap
+            )));
+        }
+        use MetricsTask::{Binary, Detection, Multiclass};
+        only("preds", self.preds.is_some(), &[Binary, Multiclass])?;
+        only("gt", self.gt.is_some(), &[Detection])?;
+        only("dets", self.dets.is_some(), &[Detection])?;
+        only("at-specificity", self.at_specificity.is_some(), &[Binary])?;
+        only("at-sensitivity", self.at_sensitivity.is_some(), &[Binary])?;
+        only("attribute", self.attribute.is_some(), &[Binary])?;
+        only(
+            "score-threshold",
+            self.score_threshold.is_some(),
+            &[Detection],
+        )?;
+        let rate = |flag: &str, v: Option<f64>, default: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            Some(x) => Err(Usage(format!(
+                "--{flag} {x} is not between 0 and 1 (hint: give a rate such as 0.85)"
+            ))),
+        };
+        let need = |flag: &str, v: Option<PathBuf>, what: &str| {
+            v.ok_or_else(|| Usage(format!("--task {} needs --{flag} {what}", task_name(task))))
+        };
+        Ok(match task {
+            Binary => Input::Binary {
+                preds: need("preds", self.preds, "FILE.csv (columns id,label,prob)")?,
+                options: BinaryOptions {
+                    at_specificity: rate("at-specificity", self.at_specificity, 0.8)?,
+                    at_sensitivity: rate("at-sensitivity", self.at_sensitivity, 0.9)?,
+                },
+                attribute: self.attribute,
+            },
+            Multiclass => Input::Multiclass {
+                preds: need(
+                    "preds",
+                    self.preds,
+                    "FILE.csv (columns id,label,CLASS1,CLASS2,...)",
+                )?,
+            },
+            Detection => {
+                if let Some(t) = self.score_threshold
+                    && !t.is_finite()
+                {
+                    return Err(Usage(format!(
+                        "--score-threshold {t} is not a number (hint: give a detection score such as 0.5)"
+                    )));
+                }
+                Input::Detection {
+                    gt: need("gt", self.gt, "GT.json (COCO ground truth)")?,
+                    dets: need("dets", self.dets, "DETS.json (COCO detections)")?,
+                    options: DetectionOptions {
+                        score_threshold: self.score_threshold,
+                    },
+                }
+            }
+        })
+    }
+}
+
+fn task_name(task: MetricsTask) -> &'static str {
+    match task {
+        MetricsTask::Binary => "binary",
+        MetricsTask::Multiclass => "multiclass",
+        MetricsTask::Detection => "detection",
+    }
+}
+
+/// The evaluation, ready to print.
+struct Report {
+    /// Everything but the metrics, in JSON.
+    header: Map<String, Value>,
+    /// Lines above the table.
+    summary: Vec<String>,
+    /// (name, label in the table, estimate).
+    metrics: Vec<(String, String, Estimate)>,
+}
+
+/// Runs `engine metrics`.
+pub fn metrics(flags: MetricsFlags) -> anyhow::Result<ExitCode> {
+    let bootstrap = Bootstrap {
+        resamples: flags.bootstrap,
+        seed: flags.seed,
+        ..Bootstrap::default()
+    };
+    let json = flags.json;
+    let input = match flags.input() {
+        Ok(i) => i,
+        Err(Usage(message)) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let report = match evaluate(input, &bootstrap) {
+        Ok(r) => r,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&to_json(report))? + "\n"
+    } else {
+        table(&report, &bootstrap)
+    };
+    emit(&text)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::anyhow!("cannot write the metrics: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Reads the input and computes the metrics; an error is a message for the user.
+fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
+    let mut header = Map::new();
+    let mut summary = Vec::new();
+    let boot = |unit: &str| {
+        json!({
+            "resamples": bootstrap.resamples,
+            "seed": bootstrap.seed,
+            "level": bootstrap.level,
+            "unit": unit,
+        })
+    };
+    let metrics = match input {
+        Input::Binary {
+            preds,
+            options,
+            attribute,
+        } => {
+            let p = read_binary(&preds, attribute.as_deref()).map_err(|e| e.to_string())?;
+            let data = BinaryData::new(&p.positive, &p.probs)
+                .map_err(|e| format!("{}: {e}", preds.display()))?;
+            let n = p.positive.len();
+            let n_pos = p.positive.iter().filter(|&&x| x).count();
+            let (units, unit) = units(p.patients.as_deref(), n);
+            header.insert("task".into(), "binary".into());
+            header.insert("preds".into(), preds.display().to_string().into());
+            header.insert("n".into(), n.into());
+            header.insert("n_positive".into(), n_pos.into());
+            summary.push(format!(
+                "binary metrics for {}: {n} cases ({n_pos} positive)",
+                preds.display()
+            ));
+            if let Units::Clusters { clusters, .. } = &units {
+                header.insert("n_patients".into(), (*clusters).into());
+                summary.push(format!("{clusters} patients"));
+            }
+            header.insert("bootstrap".into(), boot(unit));
+            header.insert(
+                "operating_points".into(),
+                json!({
+                    "at_specificity": options.at_specificity,
+                    "at_sensitivity": options.at_sensitivity,
+                }),
+            );
+            if let Some(a) = &p.attribute {
+                let present = a.present.iter().filter(|&&x| x).count();
+                let prevalence = present as f64 / n as f64;
+                header.insert(
+                    "attribute".into(),
+                    json!({"name": a.name, "present": present, "prevalence": prevalence}),
+                );
+                summary.push(format!(
+                    "attribute `{}`: present in {present} of {n} cases ({:.1}%)",
+                    a.name,
+                    100.0 * prevalence
+                ));
+            }
+            let estimates = data
+                .bootstrap(&options, &units, bootstrap)
+                .map_err(|e| format!("{}: {e}", preds.display()))?;
+            BinaryMetrics::NAMES
+                .iter()
+                .zip(estimates)
+                .map(|(&name, e)| {
+                    let label = match name {
+                        "sensitivity_at_specificity" => {
+                            format!("sensitivity at specificity {}", options.at_specificity)
+                        }
+                        "specificity_at_sensitivity" => {
+                            format!("specificity at sensitivity {}", options.at_sensitivity)
+                        }
+                        "threshold" => "threshold (Youden)".to_owned(),
+                        other => other.to_owned(),
+                    };
+                    (name.to_owned(), label, e)
+                })
+                .collect()
+        }
+        Input::Multiclass { preds } => {
+            let p = read_multiclass(&preds).map_err(|e| e.to_string())?;
+            let data = MulticlassData::new(&p.labels, &p.probs)
+                .map_err(|e| format!("{}: {e}", preds.display()))?;
+            let n = p.labels.len();
+            let (units, unit) = units(p.patients.as_deref(), n);
+            header.insert("task".into(), "multiclass".into());
+            header.insert("preds".into(), preds.display().to_string().into());
+            header.insert("n".into(), n.into());
+            header.insert("classes".into(), p.classes.clone().into());
+            summary.push(format!(
+                "multiclass metrics for {}: {n} cases, {} classes ({})",
+                preds.display(),
+                p.classes.len(),
+                p.classes.join(", ")
+            ));
+            if let Units::Clusters { clusters, .. } = &units {
+                header.insert("n_patients".into(), (*clusters).into());
+                summary.push(format!("{clusters} patients"));
+            }
+            header.insert("bootstrap".into(), boot(unit));
+            let estimates = data
+                .bootstrap(&units, bootstrap)
+                .map_err(|e| format!("{}: {e}", preds.display()))?;
+            MulticlassMetrics::names(&p.classes)
+                .into_iter()
+                .zip(estimates)
+                .map(|(name, e)| (name.clone(), name, e))
+                .collect()
+        }
+        Input::Detection { gt, dets, options } => {
+            let (truth, detections) = read_detection(&gt, &dets).map_err(|e| e.to_string())?;
+            let data = DetectionData::new(&truth, &detections, options)
+                .map_err(|e| format!("{} and {}: {e}", gt.display(), dets.display()))?;
+            let names: Vec<String> = data.categories().iter().map(|c| c.name.clone()).collect();
+            header.insert("task".into(), "detection".into());
+            header.insert("gt".into(), gt.display().to_string().into());
+            header.insert("dets".into(), dets.display().to_string().into());
+            header.insert("n".into(), data.images().into());
+            header.insert("n_boxes".into(), data.ground_truth_boxes().into());
+            header.insert("n_detections".into(), detections.len().into());
+            header.insert("categories".into(), names.clone().into());
+            header.insert(
+                "score_threshold".into(),
+                match options.score_threshold {
+                    Some(_) => "given",
+                    None => "f1-optimal",
+                }
+                .into(),
+            );
+            summary.push(format!(
+                "detection metrics for {} against {}: {} images, {} boxes, {} detections",
+                dets.display(),
+                gt.display(),
+                data.images(),
+                data.ground_truth_boxes(),
+                detections.len()
+            ));
+            summary.push("COCO evaluation: IoU 0.5:0.95, area all, at most 100 detections per image and category".into());
+            header.insert("bootstrap".into(), boot("image"));
+            let estimates = data.bootstrap(bootstrap);
+            DetectionMetrics::names(&names)
+                .into_iter()
+                .zip(estimates)
+                .map(|(name, e)| {
+                    let label = match name.as_str() {
+                        "precision" | "recall" | "f1" => format!("{name} (IoU 0.5)"),
+                        "score_threshold" => match options.score_threshold {
+                            Some(_) => "score threshold (given)".to_owned(),
+                            None => "score threshold (F1-optimal)".to_owned(),
+                        },
+                        _ => name.clone(),
+                    };
+                    (name, label, e)
+                })
+                .collect()
+        }
+    };
+    Ok(Report {
+        header,
+        summary,
+        metrics,
+    })
+}
+
+/// Resampling units: patients when the file names them, else cases.
+fn units(patients: Option<&[String]>, n: usize) -> (Units, &'static str) {
+    match patients {
+        Some(p) => (Units::clusters(p), "patient"),
+        None => (Units::Items(n), "case"),
+    }
+}
+
+/// A number for JSON: NaN (undefined) becomes null.
+fn number(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}
+
+fn to_json(report: Report) -> Value {
+    let mut out = report.header;
+    let requested = out
+        .get("bootstrap")
+        .and_then(|b| b["resamples"].as_u64())
+        .unwrap_or(0);
+    let mut metrics = Map::new();
+    for (name, _, e) in report.metrics {
+        let mut m = Map::new();
+        m.insert("value".into(), number(e.value));
+        m.insert(
+            "ci".into(),
+            match e.ci {
+                Some((lo, hi)) => json!([number(lo), number(hi)]),
+                None => Value::Null,
+            },
+        );
+        // Say so when some resamples left the metric undefined (e.g. one class drawn).
+        if (e.resamples as u64) < requested {
+            m.insert("resamples".into(), e.resamples.into());
+        }
+        metrics.insert(name, Value::Object(m));
+    }
+    out.insert("metrics".into(), Value::Object(metrics));
+    Value::Object(out)
+}
+
+fn table(report: &Report, bootstrap: &Bootstrap) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "{}", report.summary.join("; "));
+    let ci_title = format!("{:.0}% CI", 100.0 * bootstrap.level);
+    if bootstrap.resamples > 0 {
+        let unit = report
+            .header
+            .get("bootstrap")
+            .and_then(|b| b["unit"].as_str())
+            .unwrap_or("case");
+        let _ = writeln!(
+            out,
+            "{ci_title}: percentile bootstrap, {} resamples by {unit}, seed {}",
+            bootstrap.resamples, bootstrap.seed
+        );
+    }
+    out.push('\n');
+    let width = report
+        .metrics
+        .iter()
+        .map(|(_, label, _)| label.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = writeln!(out, "{:<width$}  {:>8}  {ci_title}", "metric", "value");
+    let fmt = |x: f64| {
+        if x.is_nan() {
+            "n/a".to_owned()
+        } else {
+            format!("{x:.4}")
+        }
+    };
+    for (_, label, e) in &report.metrics {
+        let ci = match e.ci {
+            Some((lo, hi)) => format!("[{}, {}]", fmt(lo), fmt(hi)),
+            None if bootstrap.resamples == 0 => String::new(),
+            None => "n/a".to_owned(),
+        };
+        let note = if e.resamples > 0 && e.resamples < bootstrap.resamples {
+            format!(
+                "  ({} of {} resamples defined)",
+                e.resamples, bootstrap.resamples
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "{label:<width$}  {:>8}  {ci}{note}", fmt(e.value));
+    }
+    out
+}

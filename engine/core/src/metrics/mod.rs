@@ -1,0 +1,20 @@
+//! Evaluation metrics with bootstrap confidence intervals: binary, multiclass and
+//! detection (COCO), DeLong's test, and the readers of prediction files.
+
+pub mod binary;
+pub mod bootstrap;
+pub mod coco;
+pub mod csv;
+pub mod delong;
+pub mod detection;
+pub mod error;
+pub mod multiclass;
+pub mod predictions;
+pub mod rng;
+
+pub use binary::{BinaryData, BinaryMetrics, BinaryOptions, roc_auc};
+pub use bootstrap::{Bootstrap, DEFAULT_RESAMPLES, Estimate, PairedTest, Units};
+pub use delong::{DeLong, delong_test};
+pub use detection::{DetectionData, DetectionMetrics, DetectionOptions, GroundTruth};
+pub use error::{InputError, MetricsError};
+pub use multiclass::{MulticlassData, MulticlassMetrics};
