@@ -167,6 +167,77 @@ fn binary_operating_points_and_attribute() {
 }
 
 #[test]
+fn confound_analysis_for_an_attribute() {
+    // Negatives: four with a drain, four without; at the Youden threshold (0.9, the
+    // positives' lowest score) the only false positive has a drain.
+    let ws = Workspace::new();
+    ws.file(
+        "p.csv",
+        "id,label,prob,drain\na,0,0.95,1\nb,0,0.8,1\nc,0,0.7,0.9\nd,0,0.1,1\ne,0,0.6,0\nf,0,0.2,0\ng,0,0.3,0.1\nh,0,0.1,0\ni,1,0.97,1\nj,1,0.9,0\n",
+    );
+    let run = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "binary",
+            "--preds",
+            "p.csv",
+            "--attribute",
+            "drain",
+            "--json",
+            "--bootstrap",
+            "100",
+        ])
+        .code(0);
+    let v = json(&run);
+    let c = &v["confound"];
+    assert_eq!(c["attribute"], "drain");
+    assert_eq!(c["threshold"], 0.9);
+    let n: Vec<u64> = c["subgroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        n,
+        [4, 4, 1, 1],
+        "drain probabilities of 0.9 and 0.1 count as present and absent"
+    );
+    assert_eq!(
+        v["metrics"]["confound/fp_share_with_attribute"]["value"],
+        1.0
+    );
+    assert_eq!(v["metrics"]["confound/expected_fp_share"]["value"], 0.5);
+    let partial = v["metrics"]["confound/partial_correlation"]["value"]
+        .as_f64()
+        .unwrap();
+    let raw = v["metrics"]["confound/pearson"]["value"].as_f64().unwrap();
+    assert!(partial > 0.0 && raw > 0.0, "{v}");
+    assert!(v["metrics"]["confound/pearson"]["ci"].is_array());
+
+    let text = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "binary",
+            "--preds",
+            "p.csv",
+            "--attribute",
+            "drain",
+            "--bootstrap",
+            "0",
+        ])
+        .code(0)
+        .stdout;
+    assert!(
+        text.contains("false positives with drain (share)")
+            && text.contains("label 1 × drain present"),
+        "{text}"
+    );
+}
+
+#[test]
 fn multiclass_matches_scikit_learn() {
     let ws = Workspace::new();
     let preds = fixture("multiclass_5.csv");

@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use engine_core::metrics::coco::read_detection;
 use engine_core::metrics::predictions::{read_binary, read_multiclass};
 use engine_core::metrics::{
-    BinaryData, BinaryMetrics, BinaryOptions, Bootstrap, DetectionData, DetectionMetrics,
-    DetectionOptions, Estimate, MulticlassData, MulticlassMetrics, Units,
+    BinaryData, BinaryMetrics, BinaryOptions, Bootstrap, CONFOUND_NAMES, ConfoundData,
+    DetectionData, DetectionMetrics, DetectionOptions, Estimate, MulticlassData, MulticlassMetrics,
+    Units,
 };
 use serde_json::{Map, Value, json};
 
@@ -151,6 +152,8 @@ struct Report {
     summary: Vec<String>,
     /// (name, label in the table, estimate).
     metrics: Vec<(String, String, Estimate)>,
+    /// Lines below the table.
+    notes: Vec<String>,
 }
 
 /// Runs `engine metrics`.
@@ -199,6 +202,7 @@ fn emit(text: &str) -> anyhow::Result<()> {
 fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
     let mut header = Map::new();
     let mut summary = Vec::new();
+    let mut notes = Vec::new();
     let boot = |unit: &str| {
         json!({
             "resamples": bootstrap.resamples,
@@ -255,7 +259,7 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
             let estimates = data
                 .bootstrap(&options, &units, bootstrap)
                 .map_err(|e| format!("{}: {e}", preds.display()))?;
-            BinaryMetrics::NAMES
+            let mut rows: Vec<(String, String, Estimate)> = BinaryMetrics::NAMES
                 .iter()
                 .zip(estimates)
                 .map(|(&name, e)| {
@@ -271,7 +275,62 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
                     };
                     (name.to_owned(), label, e)
                 })
-                .collect()
+                .collect();
+            if let Some(a) = &p.attribute {
+                // The confound figures at the Youden threshold of the whole sample, held
+                // fixed across resamples.
+                let threshold = data.metrics(&options).threshold;
+                let cd = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, threshold);
+                let groups: Vec<Value> = cd
+                    .subgroups()
+                    .iter()
+                    .map(|g| {
+                        notes.push(format!(
+                            "  label {} × {} {:<7}  n {:>6}  median {:.3}  IQR {:.3}-{:.3}",
+                            u8::from(g.positive),
+                            a.name,
+                            if g.attribute { "present" } else { "absent" },
+                            g.n,
+                            g.median,
+                            g.q1,
+                            g.q3
+                        ));
+                        json!({
+                            "label": u8::from(g.positive),
+                            "attribute": g.attribute,
+                            "n": g.n,
+                            "median": number(g.median),
+                            "q1": number(g.q1),
+                            "q3": number(g.q3),
+                        })
+                    })
+                    .collect();
+                notes.insert(
+                    0,
+                    format!(
+                        "predicted probability by label × {} (threshold {threshold:.4}):",
+                        a.name
+                    ),
+                );
+                header.insert(
+                    "confound".into(),
+                    json!({"attribute": a.name, "threshold": threshold, "subgroups": groups}),
+                );
+                let labels = [
+                    format!("false positives with {} (share)", a.name),
+                    format!("negatives with {} (expected share)", a.name),
+                    format!("correlation of prob with {}", a.name),
+                    "partial correlation, label held fixed".to_owned(),
+                ];
+                for ((name, label), e) in CONFOUND_NAMES
+                    .iter()
+                    .zip(labels)
+                    .zip(bootstrap.estimate(&units, |w| cd.stats(w)))
+                {
+                    rows.push((format!("confound/{name}"), label, e));
+                }
+            }
+            rows
         }
         Input::Multiclass { preds } => {
             let p = read_multiclass(&preds).map_err(|e| e.to_string())?;
@@ -355,6 +414,7 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
         header,
         summary,
         metrics,
+        notes,
     })
 }
 
@@ -446,6 +506,12 @@ fn table(report: &Report, bootstrap: &Bootstrap) -> String {
             String::new()
         };
         let _ = writeln!(out, "{label:<width$}  {:>8}  {ci}{note}", fmt(e.value));
+    }
+    if !report.notes.is_empty() {
+        out.push('\n');
+        for line in &report.notes {
+            let _ = writeln!(out, "{line}");
+        }
     }
     out
 }

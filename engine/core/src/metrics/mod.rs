@@ -1,9 +1,11 @@
 //! Evaluation metrics with bootstrap confidence intervals: binary, multiclass and
-//! detection (COCO), DeLong's test, and the readers of prediction files.
+//! detection (COCO), DeLong's test, the confound analysis for an attribute, and the
+//! readers of prediction files.
 
 pub mod binary;
 pub mod bootstrap;
 pub mod coco;
+pub mod confound;
 pub mod csv;
 pub mod delong;
 pub mod detection;
@@ -14,6 +16,7 @@ pub mod rng;
 
 pub use binary::{BinaryData, BinaryMetrics, BinaryOptions, roc_auc};
 pub use bootstrap::{Bootstrap, DEFAULT_RESAMPLES, Estimate, PairedTest, Units};
+pub use confound::{CONFOUND_NAMES, ConfoundData, Subgroup};
 pub use delong::{DeLong, delong_test};
 pub use detection::{DetectionData, DetectionMetrics, DetectionOptions, GroundTruth};
 pub use error::{InputError, MetricsError};

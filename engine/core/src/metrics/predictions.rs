@@ -17,12 +17,15 @@ use super::error::InputError;
 /// The largest predictions file read (1 GiB): far more than any evaluation set.
 const MAX_BYTES: u64 = 1 << 30;
 
-/// A binary attribute of each case (e.g. a chest drain), read for later analysis.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An attribute of each case (e.g. a chest drain) for the confound analysis: either 0/1
+/// labels or the probability another model gave it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Attribute {
     /// The column's name.
     pub name: String,
-    /// Whether each case has it.
+    /// The attribute's value or probability, from 0 to 1.
+    pub values: Vec<f64>,
+    /// Whether each case has it (value at least 0.5).
     pub present: Vec<bool>,
 }
 
@@ -260,7 +263,7 @@ impl<'a> Table<'a> {
 
 const BINARY_HEADER: &str = "id,label,prob";
 
-/// Reads binary predictions; `attribute` names an extra 0/1 column to read.
+/// Reads binary predictions; `attribute` names an extra column to read (0/1, or a probability).
 pub fn read_binary(path: &Path, attribute: Option<&str>) -> Result<BinaryPredictions, InputError> {
     let t = Table::read(path, BINARY_HEADER)?;
     let id = t.column("id", BINARY_HEADER)?;
@@ -279,9 +282,12 @@ pub fn read_binary(path: &Path, attribute: Option<&str>) -> Result<BinaryPredict
     let attribute = match attribute {
         Some(name) => {
             let c = t.column(name, &format!("{BINARY_HEADER},{name}"))?;
+            let values = t.probabilities(c)?;
+            let present = values.iter().map(|v| *v >= 0.5).collect();
             Some(Attribute {
                 name: name.to_owned(),
-                present: t.flags(c, "attribute values are 1 (present) or 0 (absent)")?,
+                values,
+                present,
             })
         }
         None => None,
