@@ -4,4 +4,5 @@ mod apply;
 mod bad_manifests;
 mod metrics;
 mod plan;
+mod slurm;
 mod support;

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use engine_core::events::{Outcome, Reporter, RunStatus, Silent};
-use engine_core::exec::{ExecOptions, execute};
+use engine_core::exec::slurm::{self, SlurmOptions};
+use engine_core::exec::{ExecOptions, execute, execute_on_slurm};
 use engine_core::fingerprint::FingerprintDb;
 use engine_core::plan::make_plan;
 use engine_core::store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::cli::Executor;
 use crate::commands::{load_or_report, report_invalid};
 use crate::progress::{Bars, Lines};
 use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
@@ -26,6 +28,8 @@ pub struct ApplyArgs {
     pub cpus: Option<u32>,
     pub gpus: Option<String>,
     pub plain: bool,
+    pub executor: Executor,
+    pub partition: Option<String>,
 }
 
 /// Parses `--gpus`: `none`, or comma-separated ids.
@@ -63,6 +67,13 @@ fn detect_gpus() -> Vec<u32> {
 
 /// Runs `engine apply`.
 pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
+    let on_slurm = args.executor == Executor::Slurm;
+    if args.partition.is_some() && !on_slurm {
+        eprintln!(
+            "error: --partition only applies to --executor slurm (hint: add `--executor slurm`)"
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let gpus_flag = match args.gpus.as_deref().map(parse_gpus) {
         Some(Ok(g)) => Some(g),
         Some(Err(e)) => {
@@ -84,12 +95,14 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     // Looking for GPUs can mean starting nvidia-smi; only do it when a stage asks for one.
+    // On a cluster, Slurm hands GPUs out, not this machine.
     let gpus = match gpus_flag {
         Some(g) => g,
+        None if on_slurm => Vec::new(),
         None if m.manifest.stages.values().any(|s| s.resources.gpus > 0) => detect_gpus(),
         None => Vec::new(),
     };
-    for (id, stage) in &m.manifest.stages {
+    for (id, stage) in m.manifest.stages.iter().filter(|_| !on_slurm) {
         if stage.resources.gpus as usize > gpus.len() {
             let mark = m.value_mark(&format!("/stages/{id}/resources/gpus"));
             eprintln!(
@@ -138,18 +151,30 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
     let program =
         std::env::current_exe().context("cannot find the engine binary to run stages with")?;
     let opts = ExecOptions {
-        program,
+        program: program.clone(),
         program_args: vec!["stage-exec".into()],
         cpus,
         gpus,
         grace: Duration::from_secs(5),
     };
+    let slurm_opts = SlurmOptions::new(program, vec!["stage-exec".into()], args.partition.clone());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let checked = runtime.block_on(async {
+        if on_slurm {
+            slurm::check(args.partition.as_deref()).await
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = checked {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(EXIT_USAGE));
+    }
     let summary = runtime.block_on(async {
         // Register for SIGINT and SIGTERM before any stage starts, so that an interrupt
         // always reaches the executor rather than killing the engine outright.
@@ -164,9 +189,12 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
             eprintln!("\ninterrupted: stopping running stages (nothing partial is stored)");
             let _ = tx.send(true);
         });
-        execute(&m, &plan, &store, &opts, reporter, rx)
-            .await
-            .map_err(anyhow::Error::from)
+        let summary = if on_slurm {
+            execute_on_slurm(&m, &plan, &store, &slurm_opts, reporter, rx).await
+        } else {
+            execute(&m, &plan, &store, &opts, reporter, rx).await
+        };
+        summary.map_err(anyhow::Error::from)
     })?;
 
     if args.json {

@@ -51,6 +51,12 @@ pub enum Cmd {
         /// Plain progress lines even on a terminal.
         #[arg(long)]
         plain: bool,
+        /// Where stages run: child processes here, or one Slurm batch job each.
+        #[arg(long, value_enum, default_value_t = Executor::Local)]
+        executor: Executor,
+        /// Slurm partition to submit to (with `--executor slurm`) [default: the cluster's].
+        #[arg(long, value_name = "P")]
+        partition: Option<String>,
     },
     /// Print the stage graph as Graphviz DOT or a Mermaid flowchart.
     Graph {
@@ -124,6 +130,15 @@ pub enum GraphFormat {
     Dot,
     /// Mermaid flowchart.
     Mermaid,
+}
+
+/// Where `engine apply` runs stages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Executor {
+    /// Child processes on this machine, within --cpus and --gpus.
+    Local,
+    /// One `sbatch` job per stage on a Slurm cluster; the workspace must be on a shared filesystem.
+    Slurm,
 }
 
 /// Tasks `engine metrics` evaluates.

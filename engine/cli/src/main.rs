@@ -31,12 +31,16 @@ fn main() -> ExitCode {
             cpus,
             gpus,
             plain,
+            executor,
+            partition,
         } => apply::apply(&apply::ApplyArgs {
             manifest,
             json,
             cpus,
             gpus,
             plain,
+            executor,
+            partition,
         }),
         Cmd::Graph { manifest, format } => commands::graph(&manifest, format),
         Cmd::Schema => {

@@ -1,22 +1,24 @@
-//! The local executor: walks the sealed graph with tokio, runs each ready stage as a
-//! child process of the engine binary within the declared CPU and GPU budget, and
-//! stores each result atomically. A failure stops the stages that depend on it while
-//! independent stages finish; a cancellation stops every child and stores nothing partial.
+//! The executors: walk the sealed graph with tokio, launch each ready stage, and store
+//! each result atomically. A failure stops the stages that depend on it while independent
+//! stages finish; a cancellation stops every stage and stores nothing partial.
+//!
+//! This file holds what every executor shares (the scheduling loop, failure propagation,
+//! commits, the lock file and run records). How one stage is launched and awaited is a
+//! [`Launcher`]: a child process on this machine (`local`) or a batch job (`slurm`).
+
+mod local;
+pub mod slurm;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -25,12 +27,12 @@ use crate::events::{Event, Outcome, Reporter, RunStatus, Stamped, parse_progress
 use crate::fingerprint::{FingerprintDb, hex};
 use crate::job::StageJob;
 use crate::load::LoadedManifest;
-use crate::manifest::StageParams;
+use crate::manifest::{Resources, StageParams};
 use crate::plan::{Plan, Status};
 use crate::record::{LockRecord, LockedStage};
 use crate::store::{EntryMeta, Pending, Store};
 
-/// How stages are launched and what the machine offers.
+/// How the local executor launches stages and what the machine offers.
 #[derive(Clone, Debug)]
 pub struct ExecOptions {
     /// The program that runs one stage job (the engine binary itself).
@@ -80,13 +82,14 @@ pub struct RunSummary {
     pub stages: BTreeMap<String, StageSummary>,
 }
 
-struct Sink {
+/// Where a run's events go: its `events.jsonl` and the reporter.
+pub(crate) struct Sink {
     file: Mutex<File>,
     reporter: Arc<dyn Reporter>,
 }
 
 impl Sink {
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         let stamped = Stamped {
             ts: now_rfc3339(),
             event,
@@ -117,13 +120,90 @@ struct Finished {
     gpus: Vec<u32>,
 }
 
-/// Runs every stage of `plan` that is not cached. The caller holds the workspace lock.
-/// Flipping `cancel` to `true` stops all running stages and ends the run.
+/// CPU threads and GPU ids an executor hands out itself.
+#[derive(Clone, Debug)]
+pub(crate) struct Budget {
+    pub cpus: u32,
+    pub gpus: Vec<u32>,
+}
+
+/// Everything a launcher needs to run one stage whose job file is written.
+pub(crate) struct StageLaunch {
+    /// The job, as written to `job_file`.
+    pub job: StageJob,
+    /// The job file the stage's process reads (`stage-exec JOB`).
+    pub job_file: PathBuf,
+    /// The stage's log.
+    pub log: PathBuf,
+    /// CPU threads granted.
+    pub cpus: u32,
+    /// GPU ids granted (only when the executor has a budget).
+    pub gpus: Vec<u32>,
+    /// What the manifest asks for.
+    pub resources: Resources,
+    /// The stage's time limit.
+    pub timeout: Option<Duration>,
+    /// Flips to `true` when the run is interrupted.
+    pub cancel: watch::Receiver<bool>,
+    /// The run's events.
+    pub sink: Arc<Sink>,
+}
+
+/// How a launched stage ended: its outcome, and why when it did not succeed.
+pub(crate) type Ended = (Outcome, Option<String>);
+
+/// Launches one stage and waits for its end: the only part an executor brings itself.
+pub(crate) trait Launcher: Send + Sync + 'static {
+    /// CPU threads and GPU ids the executor shares out among stages; `None` when a
+    /// scheduler outside the engine decides where and when stages run.
+    fn budget(&self) -> Option<Budget>;
+
+    /// Runs the stage to its end. An interrupt (`cancel`) must stop it before this returns,
+    /// so that nothing writes to the stage's entry once the run discards it.
+    fn launch(
+        self: Arc<Self>,
+        stage: StageLaunch,
+    ) -> impl Future<Output = io::Result<Ended>> + Send;
+}
+
+/// Runs every stage of `plan` that is not cached, each as a child process of this machine.
+/// The caller holds the workspace lock. Flipping `cancel` to `true` stops all running
+/// stages and ends the run.
 pub async fn execute(
     m: &LoadedManifest,
     plan: &Plan,
     store: &Store,
     opts: &ExecOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: watch::Receiver<bool>,
+) -> io::Result<RunSummary> {
+    let launcher = Arc::new(local::LocalLauncher::new(opts.clone()));
+    run(m, plan, store, launcher, reporter, cancel).await
+}
+
+/// Runs every stage of `plan` that is not cached as a Slurm batch job (see [`slurm`]).
+/// The caller holds the workspace lock, and has checked the cluster with
+/// [`slurm::check`]. Flipping `cancel` to `true` cancels the run's jobs and ends the run.
+pub async fn execute_on_slurm(
+    m: &LoadedManifest,
+    plan: &Plan,
+    store: &Store,
+    opts: &slurm::SlurmOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: watch::Receiver<bool>,
+) -> io::Result<RunSummary> {
+    let launcher = Arc::new(slurm::SlurmLauncher::new(opts.clone(), cancel.clone()));
+    let result = run(m, plan, store, launcher.clone(), reporter, cancel).await;
+    launcher.shut_down();
+    result
+}
+
+/// The scheduling loop every executor shares.
+async fn run<L: Launcher>(
+    m: &LoadedManifest,
+    plan: &Plan,
+    store: &Store,
+    launcher: Arc<L>,
     reporter: Arc<dyn Reporter>,
     cancel: watch::Receiver<bool>,
 ) -> io::Result<RunSummary> {
@@ -198,9 +278,14 @@ pub async fn execute(
         record.write(&m.path)?;
     }
 
-    let total_cpus = opts.cpus.max(1);
+    let budget = launcher.budget();
+    let total_cpus = budget.as_ref().map_or(u32::MAX, |b| b.cpus.max(1));
+    let offered_gpus = budget.as_ref().map(|b| b.gpus.len());
     let mut free_cpus = total_cpus;
-    let mut free_gpus: VecDeque<u32> = opts.gpus.iter().copied().collect();
+    let mut free_gpus: VecDeque<u32> = budget
+        .as_ref()
+        .map(|b| b.gpus.iter().copied().collect())
+        .unwrap_or_default();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut watch_cancel = cancel.clone();
     let mut cancelled = *cancel.borrow();
@@ -250,11 +335,10 @@ pub async fn execute(
                 }
                 let stage = &m.manifest.stages[&sp.id];
                 let want_gpus = stage.resources.gpus as usize;
-                if want_gpus > opts.gpus.len() {
-                    let msg = format!(
-                        "needs {want_gpus} GPU(s) but this machine offers {}",
-                        opts.gpus.len()
-                    );
+                if let Some(offered) = offered_gpus
+                    && want_gpus > offered
+                {
+                    let msg = format!("needs {want_gpus} GPU(s) but this machine offers {offered}");
                     sink.emit(Event::StageFinished {
                         stage: sp.id.clone(),
                         outcome: Outcome::Failed,
@@ -269,11 +353,13 @@ pub async fn execute(
                     continue;
                 }
                 let cpus = stage.resources.cpus.min(total_cpus);
-                if cpus > free_cpus || want_gpus > free_gpus.len() {
+                // Without a budget of its own, the executor hands GPUs out through its scheduler.
+                let local_gpus = if budget.is_some() { want_gpus } else { 0 };
+                if cpus > free_cpus || local_gpus > free_gpus.len() {
                     continue;
                 }
                 free_cpus -= cpus;
-                let gpus: Vec<u32> = free_gpus.drain(..want_gpus).collect();
+                let gpus: Vec<u32> = free_gpus.drain(..local_gpus).collect();
                 let pending = store.begin(&sp.digest, &run_id, &sp.id)?;
                 let job = StageJob {
                     run_id: run_id.clone(),
@@ -308,18 +394,18 @@ pub async fn execute(
                     gpus: gpus.clone(),
                 });
                 states.insert(sp.id.clone(), State::Running);
-                let launch = Launch {
-                    opts: opts.clone(),
-                    sink: sink.clone(),
-                    run_dir: run_dir.clone(),
+                let launch = StageLaunch {
+                    job_file: run_dir.join("jobs").join(format!("{}.json", sp.id)),
+                    log: log_path(&run_dir, &sp.id),
                     job,
-                    pending,
                     cpus,
                     gpus,
+                    resources: stage.resources.clone(),
                     timeout,
                     cancel: cancel.clone(),
+                    sink: sink.clone(),
                 };
-                tasks.spawn(launch.run());
+                tasks.spawn(supervise(launcher.clone(), launch, pending));
             }
         }
         if tasks.is_empty() {
@@ -332,7 +418,7 @@ pub async fn execute(
                 free_cpus += f.cpus;
                 free_gpus.extend(f.gpus.iter().copied());
                 let sp = plan.stage(&f.id).ok_or_else(|| io::Error::other("a finished stage is not in the plan"))?;
-                let log = run_dir.join("logs").join(format!("{}.log", f.id));
+                let log = log_path(&run_dir, &f.id);
                 let secs = f.duration.as_secs_f64();
                 let (outcome, message, outputs) = if f.outcome == Outcome::Succeeded {
                     match finish_entry(store, m, sp, f.pending, &run_id, secs) {
@@ -400,6 +486,63 @@ pub async fn execute(
     Ok(result)
 }
 
+/// Writes the stage's job file, launches it and waits for its end.
+async fn supervise<L: Launcher>(
+    launcher: Arc<L>,
+    launch: StageLaunch,
+    pending: Pending,
+) -> Finished {
+    let started = Instant::now();
+    let id = launch.job.stage.clone();
+    let (cpus, gpus) = (launch.cpus, launch.gpus.clone());
+    let ended = match crate::store::write_json_unsynced(&launch.job_file, &launch.job) {
+        Ok(()) => launcher.launch(launch).await,
+        Err(e) => Err(e),
+    };
+    let (outcome, message) = ended.unwrap_or_else(|e| {
+        (
+            Outcome::Failed,
+            Some(format!("could not run the stage: {e}")),
+        )
+    });
+    Finished {
+        id,
+        outcome,
+        duration: started.elapsed(),
+        message,
+        pending,
+        cpus,
+        gpus,
+    }
+}
+
+/// The last lines a stage printed, for a failure message: `; last output: a | b | c`, or
+/// nothing. Progress lines and blank lines do not count.
+pub(crate) fn last_output(lines: &VecDeque<String>) -> String {
+    if lines.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; last output: {}",
+            lines.iter().cloned().collect::<Vec<_>>().join(" | ")
+        )
+    }
+}
+
+/// Keeps `line` among the last three a stage printed, unless it is a progress line or blank.
+pub(crate) fn keep_tail(tail: &mut VecDeque<String>, stage: &str, line: &str) -> Option<Event> {
+    if let Some(ev) = parse_progress(stage, line) {
+        return Some(ev);
+    }
+    if !line.trim().is_empty() {
+        tail.push_back(line.chars().take(300).collect());
+        while tail.len() > 3 {
+            tail.pop_front();
+        }
+    }
+    None
+}
+
 fn plan_digest(plan: &Plan, id: &str) -> String {
     plan.stage(id).map(|s| s.digest.clone()).unwrap_or_default()
 }
@@ -452,220 +595,6 @@ fn finish_entry(
     };
     let dir = store.commit(pending, &sp.key, &meta)?;
     Ok((dir.join("out"), hashes))
-}
-
-/// One stage launch, moved into its task.
-struct Launch {
-    opts: ExecOptions,
-    sink: Arc<Sink>,
-    run_dir: PathBuf,
-    job: StageJob,
-    pending: Pending,
-    cpus: u32,
-    gpus: Vec<u32>,
-    timeout: Option<Duration>,
-    cancel: watch::Receiver<bool>,
-}
-
-impl Launch {
-    async fn run(mut self) -> Finished {
-        let started = Instant::now();
-        let (outcome, message) = match self.supervise().await {
-            Ok(pair) => pair,
-            Err(e) => (
-                Outcome::Failed,
-                Some(format!("could not run the stage: {e}")),
-            ),
-        };
-        Finished {
-            id: self.job.stage.clone(),
-            outcome,
-            duration: started.elapsed(),
-            message,
-            pending: self.pending,
-            cpus: self.cpus,
-            gpus: self.gpus,
-        }
-    }
-
-    async fn supervise(&mut self) -> io::Result<(Outcome, Option<String>)> {
-        let id = self.job.stage.clone();
-        let job_file = self.run_dir.join("jobs").join(format!("{id}.json"));
-        crate::store::write_json_unsynced(&job_file, &self.job)?;
-        let log_path = self.run_dir.join("logs").join(format!("{id}.log"));
-        let log = Arc::new(Mutex::new(File::create(&log_path)?));
-        let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
-
-        let mut cmd = Command::new(&self.opts.program);
-        cmd.args(&self.opts.program_args)
-            .arg(&job_file)
-            .env(
-                "CUDA_VISIBLE_DEVICES",
-                self.gpus
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(","),
-            )
-            .env("OMP_NUM_THREADS", self.cpus.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = cmd.spawn()?;
-        let pgid = child.id().map(|p| Pid::from_raw(p as i32));
-        let mut readers = JoinSet::new();
-        if let Some(out) = child.stdout.take() {
-            readers.spawn(pump(
-                out,
-                id.clone(),
-                log.clone(),
-                tail.clone(),
-                self.sink.clone(),
-            ));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.spawn(pump(
-                err,
-                id.clone(),
-                log.clone(),
-                tail.clone(),
-                self.sink.clone(),
-            ));
-        }
-
-        let deadline = async {
-            match self.timeout {
-                Some(t) => tokio::time::sleep(t).await,
-                None => std::future::pending::<()>().await,
-            }
-        };
-        let mut cancel = self.cancel.clone();
-        let cancelled = async move {
-            loop {
-                if *cancel.borrow() {
-                    return;
-                }
-                if cancel.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let (status, stopped) = tokio::select! {
-            s = child.wait() => (Some(s?), None),
-            _ = deadline => (None, Some(Outcome::TimedOut)),
-            _ = cancelled => (None, Some(Outcome::Cancelled)),
-        };
-        let status = match status {
-            Some(s) => s,
-            None => stop(&mut child, pgid, self.opts.grace).await?,
-        };
-        // Readers end at end-of-file; a grandchild that escaped the process group could keep
-        // a pipe open, so do not wait for them forever.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while readers.join_next().await.is_some() {}
-        })
-        .await;
-        if let Some(pg) = pgid {
-            // Whatever is left of the stage's process group goes with it.
-            let _ = killpg(pg, Signal::SIGKILL);
-        }
-
-        let last_lines = || {
-            let t = tail
-                .lock()
-                .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
-                .unwrap_or_default();
-            if t.is_empty() {
-                String::new()
-            } else {
-                format!("; last output: {t}")
-            }
-        };
-        let log_hint = format!(" (log: {})", log_path.display());
-        Ok(match stopped {
-            Some(Outcome::TimedOut) => {
-                let limit = self.timeout.map_or(0.0, |t| t.as_secs_f64() / 60.0);
-                (
-                    Outcome::TimedOut,
-                    Some(format!(
-                        "stopped after its time limit of {limit} min{log_hint}"
-                    )),
-                )
-            }
-            Some(o) => (o, Some("stopped: the run was interrupted".into())),
-            None if status.success() => (Outcome::Succeeded, None),
-            None => {
-                use std::os::unix::process::ExitStatusExt;
-                let how = match (status.code(), status.signal()) {
-                    (Some(c), _) => format!("exited with status {c}"),
-                    (None, Some(sig)) => format!("was killed by signal {sig}"),
-                    _ => "failed".to_owned(),
-                };
-                (
-                    Outcome::Failed,
-                    Some(format!("{how}{}{log_hint}", last_lines())),
-                )
-            }
-        })
-    }
-}
-
-/// Asks the stage's process group to stop, then forces it after `grace`.
-async fn stop(
-    child: &mut tokio::process::Child,
-    pgid: Option<Pid>,
-    grace: Duration,
-) -> io::Result<std::process::ExitStatus> {
-    if let Some(pg) = pgid {
-        let _ = killpg(pg, Signal::SIGTERM);
-    }
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            if let Some(pg) = pgid {
-                let _ = killpg(pg, Signal::SIGKILL);
-            }
-            child.kill().await.ok();
-            child.wait().await
-        }
-    }
-}
-
-/// Copies a child's output into its log, keeps the last lines, and forwards progress lines.
-async fn pump<R: AsyncRead + Unpin>(
-    stream: R,
-    stage: String,
-    log: Arc<Mutex<File>>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    sink: Arc<Sink>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
-                if let Ok(mut f) = log.lock() {
-                    let _ = f.write_all(&buf);
-                }
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end();
-                if let Some(ev) = parse_progress(&stage, line) {
-                    sink.emit(ev);
-                } else if !line.trim().is_empty()
-                    && let Ok(mut t) = tail.lock()
-                {
-                    t.push_back(line.chars().take(300).collect());
-                    while t.len() > 3 {
-                        t.pop_front();
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// The path of a stage's log in a run directory.
