@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{Workspace, engine, outcomes};
+use crate::support::{Workspace, engine, outcomes, wait_for};
 
 const CHAIN: &str = r#"version: 1
 name: chain
@@ -215,18 +215,6 @@ fn a_stage_past_its_time_limit_is_stopped_and_stores_nothing() {
         "the stage was not stopped"
     );
     assert!(ws.entries("cache").is_empty());
-}
-
-fn wait_for(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn alive(pid: i32) -> bool {

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::support::{Run, Workspace, engine, outcomes};
+use crate::support::{Run, Workspace, engine, outcomes, wait_for};
 
 const SCRIPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -334,18 +334,6 @@ fn a_stage_past_its_time_limit_on_slurm_is_reported_as_timed_out() {
     );
     assert!(ws.entries("cache").is_empty());
     assert!(ws.entries("tmp").is_empty());
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

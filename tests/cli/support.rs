@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The `engine` binary under test.
 pub fn engine() -> Command {
@@ -129,4 +130,17 @@ pub fn statuses(plan: &serde_json::Value) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Waits up to a minute for a file that a running stage creates.
+pub fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Turn a clinician's request into a reviewable, cached, reproducible imaging-model pipeline.
 #[derive(Debug, Parser)]
@@ -79,48 +79,53 @@ pub enum Cmd {
     },
     /// Evaluation metrics with 95% bootstrap confidence intervals, from a predictions file
     /// (binary, multiclass) or COCO ground truth and detections.
-    Metrics {
-        /// The kind of task the predictions are for.
-        #[arg(long, value_enum)]
-        task: MetricsTask,
-        /// Predictions CSV: `id,label,prob` (binary) or `id,label,CLASS1,CLASS2,...`
-        /// (multiclass); an optional `patient` column makes the bootstrap resample patients.
-        #[arg(long, value_name = "FILE.csv")]
-        preds: Option<PathBuf>,
-        /// COCO ground truth (detection).
-        #[arg(long, value_name = "GT.json")]
-        gt: Option<PathBuf>,
-        /// COCO detections, an array of {image_id, category_id, bbox, score} (detection).
-        #[arg(long, value_name = "DETS.json")]
-        dets: Option<PathBuf>,
-        /// Bootstrap resamples for the confidence intervals; 0 for point estimates only.
-        #[arg(long, value_name = "N", default_value_t = engine_core::metrics::DEFAULT_RESAMPLES)]
-        bootstrap: usize,
-        /// Seed of the bootstrap.
-        #[arg(long, value_name = "S", default_value_t = 0)]
-        seed: u64,
-        /// Print the metrics as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Binary: report the sensitivity at this specificity [default: 0.8].
-        #[arg(long, value_name = "X")]
-        at_specificity: Option<f64>,
-        /// Binary: report the specificity at this sensitivity [default: 0.9].
-        #[arg(long, value_name = "X")]
-        at_sensitivity: Option<f64>,
-        /// Binary: a 0/1 column of the predictions file to check and report the prevalence of.
-        #[arg(long, value_name = "NAME")]
-        attribute: Option<String>,
-        /// Detection: score threshold for precision, recall and F1 [default: the F1-optimal one].
-        #[arg(long, value_name = "X")]
-        score_threshold: Option<f64>,
-    },
+    Metrics(MetricsArgs),
     /// Run one stage job (used by the executors; not for direct use).
     #[command(hide = true)]
     StageExec {
         /// The job file the executor wrote.
         job: PathBuf,
     },
+}
+
+/// The flags of `engine metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// The kind of task the predictions are for.
+    #[arg(long, value_enum)]
+    pub task: MetricsTask,
+    /// Predictions CSV: `id,label,prob` (binary) or `id,label,CLASS1,CLASS2,...`
+    /// (multiclass); an optional `patient` column makes the bootstrap resample patients.
+    #[arg(long, value_name = "FILE.csv")]
+    pub preds: Option<PathBuf>,
+    /// COCO ground truth (detection).
+    #[arg(long, value_name = "GT.json")]
+    pub gt: Option<PathBuf>,
+    /// COCO detections, an array of {image_id, category_id, bbox, score} (detection).
+    #[arg(long, value_name = "DETS.json")]
+    pub dets: Option<PathBuf>,
+    /// Bootstrap resamples for the confidence intervals; 0 for point estimates only.
+    #[arg(long, value_name = "N", default_value_t = engine_core::metrics::DEFAULT_RESAMPLES)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Print the metrics as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Binary: report the sensitivity at this specificity [default: 0.8].
+    #[arg(long, value_name = "X")]
+    pub at_specificity: Option<f64>,
+    /// Binary: report the specificity at this sensitivity [default: 0.9].
+    #[arg(long, value_name = "X")]
+    pub at_sensitivity: Option<f64>,
+    /// Binary: an attribute column (0/1, or another model's probability, e.g. of a chest
+    /// drain) for the confound analysis.
+    #[arg(long, value_name = "NAME")]
+    pub attribute: Option<String>,
+    /// Detection: score threshold for precision, recall and F1 [default: the F1-optimal one].
+    #[arg(long, value_name = "X")]
+    pub score_threshold: Option<f64>,
 }
 
 /// Graph output formats.

@@ -48,31 +48,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Doctor { json, device } => doctor::doctor(json, &device),
-        Cmd::Metrics {
-            task,
-            preds,
-            gt,
-            dets,
-            bootstrap,
-            seed,
-            json,
-            at_specificity,
-            at_sensitivity,
-            attribute,
-            score_threshold,
-        } => metrics::metrics(metrics::MetricsFlags {
-            task,
-            preds,
-            gt,
-            dets,
-            bootstrap,
-            seed,
-            json,
-            at_specificity,
-            at_sensitivity,
-            attribute,
-            score_threshold,
-        }),
+        Cmd::Metrics(args) => metrics::metrics(args),
         Cmd::StageExec { job } => commands::stage_exec(&job),
     };
     match result {

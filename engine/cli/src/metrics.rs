@@ -16,26 +16,10 @@ use engine_core::metrics::{
 use serde_json::{Map, Value, json};
 
 use crate::EXIT_USAGE;
-use crate::cli::MetricsTask;
+use crate::cli::{MetricsArgs, MetricsTask};
 
 /// The most resamples `--bootstrap` accepts: every resample's figures are kept in memory.
 const MAX_RESAMPLES: usize = 1_000_000;
-
-/// The flags of `engine metrics` as clap parsed them.
-#[derive(Debug)]
-pub struct MetricsFlags {
-    pub task: MetricsTask,
-    pub preds: Option<PathBuf>,
-    pub gt: Option<PathBuf>,
-    pub dets: Option<PathBuf>,
-    pub bootstrap: usize,
-    pub seed: u64,
-    pub json: bool,
-    pub at_specificity: Option<f64>,
-    pub at_sensitivity: Option<f64>,
-    pub attribute: Option<String>,
-    pub score_threshold: Option<f64>,
-}
 
 /// What to evaluate, checked.
 #[derive(Debug)]
@@ -58,7 +42,7 @@ enum Input {
 /// A usage problem: the message, then what to do.
 struct Usage(String);
 
-impl MetricsFlags {
+impl MetricsArgs {
     /// Checks that the flags fit the task.
     fn input(self) -> Result<Input, Usage> {
         let task = self.task;
@@ -157,7 +141,7 @@ struct Report {
 }
 
 /// Runs `engine metrics`.
-pub fn metrics(flags: MetricsFlags) -> anyhow::Result<ExitCode> {
+pub fn metrics(flags: MetricsArgs) -> anyhow::Result<ExitCode> {
     let bootstrap = Bootstrap {
         resamples: flags.bootstrap,
         seed: flags.seed,
