@@ -3,6 +3,7 @@
 mod apply;
 mod bad_manifests;
 mod metrics;
+mod parse;
 mod plan;
 mod slurm;
 mod support;

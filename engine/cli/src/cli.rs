@@ -80,6 +80,15 @@ pub enum Cmd {
     /// Evaluation metrics with 95% bootstrap confidence intervals, from a predictions file
     /// (binary, multiclass) or COCO ground truth and detections.
     Metrics(MetricsArgs),
+    /// Turn a clinician's request in words into a TaskSpec (schemas/task.schema.json), with
+    /// questions where the request leaves something open.
+    Parse {
+        /// The request, in quotes.
+        request: String,
+        /// Print the TaskSpec as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run one stage job (used by the executors; not for direct use).
     #[command(hide = true)]
     StageExec {

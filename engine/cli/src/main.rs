@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod doctor;
 mod metrics;
+mod parse;
 mod progress;
 
 use std::process::ExitCode;
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         }
         Cmd::Doctor { json, device } => doctor::doctor(json, &device),
         Cmd::Metrics(args) => metrics::metrics(args),
+        Cmd::Parse { request, json } => parse::parse(&request, json),
         Cmd::StageExec { job } => commands::stage_exec(&job),
     };
     match result {

@@ -20,4 +20,5 @@ pub mod schema;
 pub mod source;
 pub mod stages;
 pub mod store;
+pub mod task;
 pub mod upgrade;
