@@ -89,6 +89,13 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a synthetic dataset in a real layout, with known signals: `chest` (SIIM-ACR
+    /// DICOM with pneumothorax masks, a drain shortcut, and a NEATX-like drain set), `derm`
+    /// (ISIC 2019, eight imbalanced classes) or `wrist` (YOLO fracture boxes).
+    Synth(SynthArgs),
+    /// The data audit: counts per class and split, patients, sizes, duplicates, supervision,
+    /// attribute cross-tabs and warnings, for a dataset directory or a manifest's datasets.
+    Audit(AuditArgs),
     /// Run one stage job (used by the executors; not for direct use).
     #[command(hide = true)]
     StageExec {
@@ -135,6 +142,97 @@ pub struct MetricsArgs {
     /// Detection: score threshold for precision, recall and F1 [default: the F1-optimal one].
     #[arg(long, value_name = "X")]
     pub score_threshold: Option<f64>,
+}
+
+/// The flags of `engine synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Which family.
+    #[arg(value_enum)]
+    pub family: SynthFamily,
+    /// The directory to create (it must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Images to write.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub n: usize,
+    /// Seed; the same seed writes the same files.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Width and height of the images in pixels.
+    #[arg(long, value_name = "PX", default_value_t = 128)]
+    pub size: usize,
+    /// chest, wrist: share of images with the finding [chest: 0.25, wrist: 0.5].
+    #[arg(long, value_name = "P")]
+    pub positive_rate: Option<f64>,
+    /// chest: P(drain | pneumothorax) [default: 0.6].
+    #[arg(long, value_name = "P")]
+    pub drain_given_positive: Option<f64>,
+    /// chest: P(drain | no pneumothorax) [default: 0.1].
+    #[arg(long, value_name = "P")]
+    pub drain_given_negative: Option<f64>,
+    /// chest: share of patients fixed as the test split in split.csv [default: 0, no file].
+    #[arg(long, value_name = "F")]
+    pub test_fraction: Option<f64>,
+    /// chest: P(drain | pneumothorax) in the test split [default: as outside it].
+    #[arg(long, value_name = "P")]
+    pub test_drain_given_positive: Option<f64>,
+    /// chest: P(drain | no pneumothorax) in the test split [default: as outside it].
+    #[arg(long, value_name = "P")]
+    pub test_drain_given_negative: Option<f64>,
+    /// chest: images in the NEATX-like drain set under neatx/ [default: N/4].
+    #[arg(long, value_name = "N")]
+    pub neatx: Option<usize>,
+    /// wrist: share of images whose boxes are kept; the rest have image-level labels only [default: 1].
+    #[arg(long, value_name = "F")]
+    pub box_fraction: Option<f64>,
+}
+
+/// Synthetic dataset families.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SynthFamily {
+    /// Chest radiographs: SIIM-ACR DICOM + masks, drains.csv, neatx/.
+    Chest,
+    /// Dermoscopy: ISIC 2019 JPEGs, ground truth and metadata.
+    Derm,
+    /// Wrist radiographs: YOLO images/, labels/, classes.txt, image_labels.csv.
+    Wrist,
+}
+
+/// The flags of `engine audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// A dataset directory, or a manifest (.yaml) whose datasets to audit.
+    pub target: PathBuf,
+    /// With a manifest: the dataset to audit [default: every dataset with images].
+    #[arg(long, value_name = "NAME")]
+    pub dataset: Option<String>,
+    /// With a directory: its layout [default: guessed from the files].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// With a directory: an attribute CSV under it, as NAME=FILE (column `image_id` and a
+    /// column NAME); repeatable.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub attribute: Vec<String>,
+    /// With a directory: the labels CSV, relative to it.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<String>,
+    /// With a directory (csv-images): the label column.
+    #[arg(long, value_name = "COLUMN")]
+    pub target_column: Option<String>,
+    /// With a directory: a CSV `image_id,split` fixing some images' split.
+    #[arg(long, value_name = "FILE")]
+    pub split_file: Option<String>,
+    /// With a directory: the split's seed.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Also write audit.json and summary.md into this directory (one subdirectory per
+    /// dataset when a manifest has several).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Print the audit as JSON instead of the summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Graph output formats.

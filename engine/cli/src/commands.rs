@@ -113,7 +113,11 @@ pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    match engine_core::job::run_core_job(&job) {
+    let result = match job.kind {
+        engine_core::manifest::StageKind::DataAudit => crate::data::run_audit_stage(&job),
+        _ => engine_core::job::run_core_job(&job),
+    };
+    match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("error: stage `{}`: {e}", job.stage);

@@ -3,6 +3,7 @@
 mod apply;
 mod cli;
 mod commands;
+mod data;
 mod doctor;
 mod metrics;
 mod parse;
@@ -51,6 +52,8 @@ fn main() -> ExitCode {
         Cmd::Doctor { json, device } => doctor::doctor(json, &device),
         Cmd::Metrics(args) => metrics::metrics(args),
         Cmd::Parse { request, json } => parse::parse(&request, json),
+        Cmd::Synth(args) => data::synth(&args),
+        Cmd::Audit(args) => data::audit(&args),
         Cmd::StageExec { job } => commands::stage_exec(&job),
     };
     match result {

@@ -11,7 +11,7 @@ use crate::canonical::to_canonical_string;
 
 /// Version of the cache's format and of the key's meaning. Bump it whenever a field
 /// changes meaning, so that no entry written under the old meaning is ever reused.
-pub const CACHE_FORMAT: u32 = 1;
+pub const CACHE_FORMAT: u32 = 2;
 
 /// Everything a stage's result depends on.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,7 +27,7 @@ use crate::events::{Event, Outcome, Reporter, RunStatus, Stamped, parse_progress
 use crate::fingerprint::{FingerprintDb, hex};
 use crate::job::StageJob;
 use crate::load::LoadedManifest;
-use crate::manifest::{Resources, StageParams};
+use crate::manifest::Resources;
 use crate::plan::{Plan, Status};
 use crate::record::{LockRecord, LockedStage};
 use crate::store::{EntryMeta, Pending, Store};
@@ -380,6 +380,12 @@ async fn run<L: Launcher>(
                         .keys()
                         .map(|d| (d.clone(), m.dir.join(&m.manifest.datasets[d].root)))
                         .collect(),
+                    dataset_specs: sp
+                        .key
+                        .datasets
+                        .keys()
+                        .map(|d| (d.clone(), m.manifest.datasets[d].clone()))
+                        .collect(),
                     seed: sp.key.seed,
                     cpus,
                 };
@@ -574,9 +580,7 @@ fn finish_entry(
     run_id: &str,
     duration_s: f64,
 ) -> io::Result<(PathBuf, BTreeMap<String, String>)> {
-    let declared: Vec<String> = match &m.params[&sp.id] {
-        StageParams::Command(p) => p.outputs.clone(),
-    };
+    let declared = m.params[&sp.id].declared_outputs();
     let mut hashes = BTreeMap::new();
     let mut fp = FingerprintDb::in_memory();
     for out in declared {

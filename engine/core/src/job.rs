@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{StageKind, StageParams};
+use crate::manifest::{Dataset, StageKind, StageParams};
 
 /// One stage, resolved and ready to run in a child process (locally or on a cluster node).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct StageJob {
     pub upstream: BTreeMap<String, PathBuf>,
     /// Roots of the datasets this stage reads, by name.
     pub datasets: BTreeMap<String, PathBuf>,
+    /// Declarations of the datasets this stage reads, by name.
+    #[serde(default)]
+    pub dataset_specs: BTreeMap<String, Dataset>,
     /// The stage's seed.
     pub seed: u64,
     /// CPU threads granted to the stage.
@@ -52,5 +55,9 @@ pub fn run_core_job(job: &StageJob) -> Result<(), String> {
         .map_err(|e| format!("the job's params do not fit `{}`: {e}", job.kind.as_str()))?;
     match parsed {
         StageParams::Command(p) => crate::stages::command::run(job, &p),
+        StageParams::DataAudit(_) => Err(
+            "`data.audit` reads images, which the core does not: run it with `engine stage-exec`"
+                .into(),
+        ),
     }
 }

@@ -377,14 +377,160 @@ impl Partial<'_> {
 
     fn check_datasets(&mut self) {
         for (name, ds) in self.datasets {
+            let base = push_segment("/datasets", name);
             let root = self.dir.join(&ds.root);
             if !root.exists() {
-                let pointer = format!("/datasets/{name}/root");
                 self.at(
-                    &pointer,
+                    &format!("{base}/root"),
                     format!("dataset `{name}`: `{}` does not exist (relative to the manifest's directory)", ds.root),
                     Some("create it, or correct `root`".into()),
                 );
+            }
+            self.check_dataset_fields(name, ds, &base, &root);
+        }
+    }
+
+    /// Fields that only some formats take, files that must lie under the root, and the split.
+    fn check_dataset_fields(&mut self, name: &str, ds: &Dataset, base: &str, root: &Path) {
+        use crate::manifest::DatasetFormat as F;
+        let format = ds.format;
+        let only = |field: &str, formats: &[F]| -> Option<String> {
+            (!formats.contains(&format)).then(|| {
+                format!(
+                    "dataset `{name}`: `{field}` does not apply to format `{}`; it is read by {}",
+                    format.as_str(),
+                    code_list(formats.iter().map(|f| f.as_str()))
+                )
+            })
+        };
+        let mut present: Vec<(&str, Option<String>)> = vec![
+            (
+                "labels",
+                only("labels", &[F::CsvImages, F::Isic2019, F::Yolo, F::SiimAcr]),
+            ),
+            ("metadata", only("metadata", &[F::Isic2019])),
+            ("image_column", only("image_column", &[F::CsvImages])),
+            ("target", only("target", &[F::CsvImages])),
+            (
+                "patient_column",
+                only("patient_column", &[F::CsvImages, F::Isic2019, F::Yolo]),
+            ),
+        ];
+        present.retain(|(field, _)| match *field {
+            "labels" => ds.labels.is_some(),
+            "metadata" => ds.metadata.is_some(),
+            "image_column" => ds.image_column.is_some(),
+            "target" => ds.target.is_some(),
+            _ => ds.patient_column.is_some(),
+        });
+        for (field, problem) in present {
+            if let Some(msg) = problem {
+                self.at(
+                    &format!("{base}/{field}"),
+                    msg,
+                    Some(format!("remove `{field}`")),
+                );
+            }
+        }
+        if format == F::Files {
+            for (field, set) in [
+                ("attributes", !ds.attributes.is_empty()),
+                ("split", ds.split.is_some()),
+            ] {
+                if set {
+                    self.at(
+                        &format!("{base}/{field}"),
+                        format!("dataset `{name}`: format `files` takes no `{field}`: the engine does not read its images"),
+                        Some("declare an image format such as `csv-images` or `folder-per-class`, or remove it".into()),
+                    );
+                }
+            }
+        }
+        if format == F::CsvImages {
+            for (field, set) in [
+                ("labels", ds.labels.is_some()),
+                ("target", ds.target.is_some()),
+            ] {
+                if !set {
+                    self.at(
+                        base,
+                        format!("dataset `{name}`: format `csv-images` needs `{field}`"),
+                        Some(match field {
+                            "labels" => {
+                                "name the CSV under the root, for example `labels: labels.csv`"
+                                    .into()
+                            }
+                            _ => "name the label column of the CSV, for example `target: drain`"
+                                .into(),
+                        }),
+                    );
+                }
+            }
+        }
+        let mut files: Vec<(String, &str)> = Vec::new();
+        if let Some(f) = &ds.labels {
+            files.push((format!("{base}/labels"), f));
+        }
+        if let Some(f) = &ds.metadata {
+            files.push((format!("{base}/metadata"), f));
+        }
+        for (attr, src) in &ds.attributes {
+            files.push((
+                format!("{}/file", push_segment(&format!("{base}/attributes"), attr)),
+                &src.file,
+            ));
+        }
+        if let Some(f) = ds.split.as_ref().and_then(|s| s.file.as_ref()) {
+            files.push((format!("{base}/split/file"), f));
+        }
+        for (pointer, file) in files {
+            let p = Path::new(file);
+            if p.is_absolute()
+                || p.components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                self.at(
+                    &pointer,
+                    format!("dataset `{name}`: `{file}` must lie under the dataset's root"),
+                    Some("give a path relative to `root`, without `..`: the files a dataset reads are part of its fingerprint".into()),
+                );
+            } else if root.is_dir() && !root.join(p).is_file() {
+                self.at(
+                    &pointer,
+                    format!(
+                        "dataset `{name}`: `{file}` does not exist under `{}`",
+                        ds.root
+                    ),
+                    Some("create it, or correct the path (relative to the dataset's root)".into()),
+                );
+            }
+        }
+        if let Some(split) = &ds.split {
+            if split.val + split.test >= 1.0 {
+                self.at(
+                    &format!("{base}/split"),
+                    format!(
+                        "dataset `{name}`: `val` + `test` is {}, which leaves nothing to train on",
+                        split.val + split.test
+                    ),
+                    Some("keep their sum below 1, for example `val: 0.15, test: 0.15`".into()),
+                );
+            }
+            for (i, attr) in split.stratify.iter().enumerate() {
+                if !ds.attributes.contains_key(attr) {
+                    let hint = match did_you_mean(attr, ds.attributes.keys().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None if ds.attributes.is_empty() => {
+                            "declare it under the dataset's `attributes`".into()
+                        }
+                        None => format!("the attributes are {}", code_list(ds.attributes.keys())),
+                    };
+                    self.at(
+                        &format!("{base}/split/stratify/{i}"),
+                        format!("dataset `{name}`: cannot stratify by `{attr}`, which is not one of its attributes"),
+                        Some(hint),
+                    );
+                }
             }
         }
     }
@@ -452,6 +598,7 @@ impl Partial<'_> {
             }
         }
         match params {
+            StageParams::DataAudit(_) => {}
             StageParams::Command(p) => {
                 for (i, out) in p.outputs.iter().enumerate() {
                     if let Some(problem) = output_path_problem(out) {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
 
 /// The manifest format version this engine writes and validates against.
@@ -43,34 +44,227 @@ pub struct Manifest {
     pub stages: BTreeMap<String, Stage>,
 }
 
-/// A dataset on disk. Its content fingerprint is part of the cache key of every stage that reads it.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+/// A dataset on disk. Its declaration and its files' content are part of the cache key of
+/// every stage that reads it. Every file it names lies under `root`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
     /// How the files under `root` are laid out.
     pub format: DatasetFormat,
-    /// Directory (or file) holding the dataset, relative to the manifest's directory.
+    /// Directory holding the dataset, relative to the manifest's directory.
     #[schemars(length(min = 1))]
     pub root: String,
     /// What the dataset is, for readers of the manifest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The labels CSV, relative to `root` (`csv-images`: required; `isic2019`: defaults to
+    /// `ISIC_2019_Training_GroundTruth.csv`; `siim-acr`: defaults to `train-rle.csv`; `yolo`:
+    /// the image-level labels of unboxed images, defaults to `image_labels.csv` when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub labels: Option<String>,
+    /// `isic2019`: the metadata CSV with `lesion_id`, relative to `root` (defaults to
+    /// `ISIC_2019_Training_Metadata.csv` when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub metadata: Option<String>,
+    /// `csv-images`: the column naming each image (a path under `root`, with or without its
+    /// extension); defaults to `image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image_column: Option<String>,
+    /// `csv-images`: the label column; its distinct values are the classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub target: Option<String>,
+    /// The labels CSV's column of patient ids; defaults to `patient_id` when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub patient_column: Option<String>,
+    /// Attributes of the images, such as chest drains, read from CSVs under `root`, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN, "maxLength": 64}))]
+    pub attributes: BTreeMap<String, AttributeSource>,
+    /// How the images are split into training, validation and the sealed test set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<SplitSpec>,
 }
 
-/// Layouts of datasets the engine can read: `files` (any files, fingerprinted and handed over as a directory).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+impl Dataset {
+    /// A dataset of this format at `root`, everything else at its defaults.
+    pub fn new(format: DatasetFormat, root: impl Into<String>) -> Dataset {
+        Dataset {
+            format,
+            root: root.into(),
+            description: None,
+            labels: None,
+            metadata: None,
+            image_column: None,
+            target: None,
+            patient_column: None,
+            attributes: BTreeMap::new(),
+            split: None,
+        }
+    }
+}
+
+/// Layouts of datasets the engine can read: `files` (any files, handed over as a directory),
+/// `folder-per-class`, `csv-images`, `isic2019`, `yolo` and `siim-acr`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
+)]
 pub enum DatasetFormat {
     // Any files: the engine fingerprints them and hands the root to the stages that read it.
     // (Plain comments, not doc comments, keep the schema a plain `enum` whose errors read well.)
     #[serde(rename = "files")]
     Files,
+    // One directory per class, holding that class's images.
+    #[serde(rename = "folder-per-class")]
+    FolderPerClass,
+    // A CSV with one row per image: its path and its label.
+    #[serde(rename = "csv-images")]
+    CsvImages,
+    // ISIC 2019: ground-truth CSV with one-hot class columns, metadata CSV with lesion ids.
+    #[serde(rename = "isic2019")]
+    Isic2019,
+    // YOLO boxes (GRAZPEDWRI-DX): images/, labels/*.txt, a class map, image-level labels.
+    #[serde(rename = "yolo")]
+    Yolo,
+    // SIIM-ACR: DICOM files and a run-length-encoded mask CSV.
+    #[serde(rename = "siim-acr")]
+    SiimAcr,
 }
 
 impl DatasetFormat {
+    /// Every format, in the order they are documented.
+    pub const ALL: &'static [DatasetFormat] = &[
+        DatasetFormat::Files,
+        DatasetFormat::FolderPerClass,
+        DatasetFormat::CsvImages,
+        DatasetFormat::Isic2019,
+        DatasetFormat::Yolo,
+        DatasetFormat::SiimAcr,
+    ];
+
     /// The name used in manifests.
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetFormat::Files => "files",
+            DatasetFormat::FolderPerClass => "folder-per-class",
+            DatasetFormat::CsvImages => "csv-images",
+            DatasetFormat::Isic2019 => "isic2019",
+            DatasetFormat::Yolo => "yolo",
+            DatasetFormat::SiimAcr => "siim-acr",
+        }
+    }
+
+    /// The format called `name` in manifests.
+    pub fn from_name(name: &str) -> Option<DatasetFormat> {
+        Self::ALL.iter().copied().find(|f| f.as_str() == name)
+    }
+
+    /// Whether the engine reads images and labels from this layout (every format but `files`).
+    pub fn has_images(self) -> bool {
+        self != DatasetFormat::Files
+    }
+}
+
+/// An attribute of each image (for example a chest drain), read from a CSV under the dataset's root.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttributeSource {
+    /// The CSV, relative to the dataset's root.
+    #[schemars(length(min = 1))]
+    pub file: String,
+    /// The column naming the image (its id: the file name without extension).
+    #[serde(default = "default_id_column")]
+    #[schemars(length(min = 1))]
+    pub id_column: String,
+    /// The column holding the value, a number (0/1 or a probability); defaults to the attribute's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub column: Option<String>,
+}
+
+fn default_id_column() -> String {
+    "image_id".into()
+}
+
+/// How a dataset is split. Groups (patients, lesions) never straddle splits; the split is
+/// stratified by label and by the attributes named in `stratify`, and is the same for a
+/// given seed whatever the order of the files.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// What stays together: `patient`, `lesion` or `image`; defaults to the finest grouping
+    /// the dataset knows (patient, else lesion, else image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<SplitBy>,
+    /// Share of groups in the validation split.
+    #[serde(default = "default_val")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub val: f64,
+    /// Share of groups in the sealed test split.
+    #[serde(default = "default_test")]
+    #[schemars(range(min = 0.0, max = 0.5))]
+    pub test: f64,
+    /// Seed of the assignment.
+    #[serde(default)]
+    pub seed: u64,
+    /// Attributes to stratify by, besides the label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("uniqueItems" = true))]
+    pub stratify: Vec<String>,
+    /// A CSV under the root with columns `image_id,split` (`train`, `val` or `test`) that fixes
+    /// the split of the images it lists, for example an official test set; the others are
+    /// assigned as above (only to `train` and `val` when it names a test set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub file: Option<String>,
+}
+
+impl Default for SplitSpec {
+    fn default() -> Self {
+        SplitSpec {
+            by: None,
+            val: default_val(),
+            test: default_test(),
+            seed: 0,
+            stratify: Vec::new(),
+            file: None,
+        }
+    }
+}
+
+fn default_val() -> f64 {
+    0.15
+}
+
+fn default_test() -> f64 {
+    0.15
+}
+
+/// What stays together in one split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum SplitBy {
+    // All images of a patient go to one split.
+    #[serde(rename = "patient")]
+    Patient,
+    // All images of a lesion go to one split (ISIC's `lesion_id`).
+    #[serde(rename = "lesion")]
+    Lesion,
+    // Images are assigned one by one.
+    #[serde(rename = "image")]
+    Image,
+}
+
+impl SplitBy {
+    /// The name used in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitBy::Patient => "patient",
+            SplitBy::Lesion => "lesion",
+            SplitBy::Image => "image",
         }
     }
 }
@@ -99,11 +293,15 @@ pub struct Stage {
     pub description: Option<String>,
 }
 
-/// Kinds of stages this engine can run: `command` (a user's own command with declared inputs and outputs).
+/// Kinds of stages this engine can run: `data.audit` (the data audit) and `command` (a user's
+/// own command with declared inputs and outputs).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize, JsonSchema,
 )]
 pub enum StageKind {
+    // The data audit: counts, splits, duplicates, supervision and attribute cross-tabs.
+    #[serde(rename = "data.audit")]
+    DataAudit,
     // A user's own command with declared inputs and outputs: the escape hatch.
     #[serde(rename = "command")]
     Command,
@@ -111,11 +309,12 @@ pub enum StageKind {
 
 impl StageKind {
     /// Every kind, in the order they are documented.
-    pub const ALL: &'static [StageKind] = &[StageKind::Command];
+    pub const ALL: &'static [StageKind] = &[StageKind::DataAudit, StageKind::Command];
 
     /// The name used in manifests.
     pub fn as_str(self) -> &'static str {
         match self {
+            StageKind::DataAudit => "data.audit",
             StageKind::Command => "command",
         }
     }
@@ -123,6 +322,7 @@ impl StageKind {
     /// Version of this kind's implementation; bumping it invalidates every cached result of the kind.
     pub fn implementation_version(self) -> u32 {
         match self {
+            StageKind::DataAudit => 1,
             StageKind::Command => 1,
         }
     }
@@ -169,6 +369,8 @@ impl Default for Resources {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum StageParams {
+    /// Parameters of a `data.audit` stage.
+    DataAudit(AuditParams),
     /// Parameters of a `command` stage.
     Command(CommandParams),
 }
@@ -181,6 +383,9 @@ impl StageParams {
     ) -> Result<Self, serde_path_to_error::Error<serde_json::Error>> {
         let value = serde_json::Value::Object(with.clone());
         match kind {
+            StageKind::DataAudit => Ok(StageParams::DataAudit(serde_path_to_error::deserialize(
+                value,
+            )?)),
             StageKind::Command => Ok(StageParams::Command(serde_path_to_error::deserialize(
                 value,
             )?)),
@@ -190,6 +395,7 @@ impl StageParams {
     /// The stages this one refers to, with whether data flows from each (`true`) or only order (`false`).
     pub fn stage_references(&self) -> Vec<Reference<'_>> {
         match self {
+            StageParams::DataAudit(p) => data_refs(&p.from, "with.from"),
             StageParams::Command(p) => p
                 .from
                 .iter()
@@ -206,6 +412,11 @@ impl StageParams {
     /// The datasets this stage reads.
     pub fn dataset_references(&self) -> Vec<Reference<'_>> {
         match self {
+            StageParams::DataAudit(p) => vec![Reference {
+                target: &p.dataset,
+                field: "with.dataset".into(),
+                data: true,
+            }],
             StageParams::Command(p) => p
                 .datasets
                 .iter()
@@ -219,12 +430,35 @@ impl StageParams {
         }
     }
 
+    /// The files or directories the stage leaves in its output directory, hashed into the lock file.
+    pub fn declared_outputs(&self) -> Vec<String> {
+        match self {
+            StageParams::DataAudit(_) => crate::stages::audit::OUTPUTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            StageParams::Command(p) => p.outputs.clone(),
+        }
+    }
+
     /// Canonical JSON of the resolved parameters, defaults filled in, as hashed into the cache key.
     pub fn canonical_json(&self) -> serde_json::Value {
         crate::canonical::canonicalize(
             serde_json::to_value(self).unwrap_or(serde_json::Value::Null),
         )
     }
+}
+
+fn data_refs<'a>(targets: &'a [String], field: &str) -> Vec<Reference<'a>> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Reference {
+            target: s,
+            field: format!("{field}.{i}"),
+            data: true,
+        })
+        .collect()
 }
 
 /// A reference from a stage's params to another stage or a dataset.

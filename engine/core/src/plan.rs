@@ -75,8 +75,15 @@ pub fn make_plan(
     for (name, ds) in &m.manifest.datasets {
         match fp.tree(&m.dir.join(&ds.root)) {
             Ok(d) => {
+                // The declaration (how the files are read and split) and the files' content;
+                // the description does not change what a stage reads.
+                let mut decl = ds.clone();
+                decl.description = None;
+                let decl = crate::canonical::canonicalize(
+                    serde_json::to_value(&decl).unwrap_or(serde_json::Value::Null),
+                );
                 let mut h = blake3::Hasher::new();
-                h.update(ds.format.as_str().as_bytes());
+                h.update(decl.to_string().as_bytes());
                 h.update(b"\0");
                 h.update(&d);
                 dataset_fps.insert(name.clone(), h.finalize().to_hex()[..32].to_owned());
@@ -97,6 +104,7 @@ pub fn make_plan(
         let params = &m.params[id];
         let mut inputs = BTreeMap::new();
         match params {
+            StageParams::DataAudit(_) => {}
             StageParams::Command(p) => {
                 for (i, pattern) in p.inputs.iter().enumerate() {
                     match fp.pattern(&m.dir, pattern) {

@@ -5,6 +5,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
 use crate::manifest::{Manifest, StageKind};
+use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
 
 /// Where the generated schema is checked in, relative to the repository root.
@@ -17,6 +18,7 @@ pub fn manifest_schema() -> Value {
     let mut kind_params: Vec<(StageKind, Value)> = Vec::new();
     for kind in StageKind::ALL {
         let schema = match kind {
+            StageKind::DataAudit => generator.subschema_for::<AuditParams>(),
             StageKind::Command => generator.subschema_for::<CommandParams>(),
         };
         kind_params.push((*kind, schema.to_value()));

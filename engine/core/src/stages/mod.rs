@@ -1,3 +1,4 @@
 //! Stage kinds that need no libtorch; the libtorch-facing kinds live in the `engine-torch` crate.
 
+pub mod audit;
 pub mod command;
