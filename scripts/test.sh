@@ -13,7 +13,7 @@ step "formatting"
 cargo fmt --all -- --check
 
 step "libtorch stays out of the core and the engine binary"
-for crate in engine-core engine-cli; do
+for crate in engine-core engine-data engine-cli; do
     if tree="$(cargo tree -p "$crate" -e normal,build -i tch 2>/dev/null)" && grep -q '^tch v' <<<"$tree"; then
         echo "error: $crate depends on tch:" >&2
         echo "$tree" >&2

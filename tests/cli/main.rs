@@ -2,6 +2,7 @@
 
 mod apply;
 mod bad_manifests;
+mod data;
 mod metrics;
 mod parse;
 mod plan;
