@@ -15,6 +15,7 @@ pub mod audit;
 pub mod dicom;
 mod error;
 pub mod image;
+pub mod imagecache;
 mod item;
 mod par;
 pub mod read;

@@ -7,6 +7,7 @@
 
 mod device;
 mod error;
+pub mod images;
 mod info;
 mod selftest;
 

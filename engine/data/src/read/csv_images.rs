@@ -103,6 +103,10 @@ pub(crate) fn read(
                 table.at(row),
                 format!("image `{name}` has no label in `{target}`"),
             );
+            // The image has a row (a bad one, just reported): not also "no row".
+            if let Some(path) = resolve(root, &by_stem, name) {
+                used.insert(stem(&path), ());
+            }
             continue;
         };
         let Some(path) = resolve(root, &by_stem, name) else {

@@ -41,6 +41,8 @@ pub(crate) fn read(
     // Read every row's one-hot class first, so that classes no image has can be left out.
     let mut rows: Vec<(usize, &str, usize)> = Vec::new();
     let mut bad: Vec<(String, String)> = Vec::new();
+    // Images named by rows that cannot be read: reported as such, not also as without a row.
+    let mut bad_images: Vec<&str> = Vec::new();
     for (r, row) in gt.rows.iter().enumerate() {
         let image = Table::field(row, image_col);
         let mut hot = Vec::new();
@@ -51,6 +53,9 @@ pub(crate) fn read(
                 Ok(_) => {}
                 Err(_) => unreadable = Some(name.clone()),
             }
+        }
+        if unreadable.is_some() || hot.len() != 1 {
+            bad_images.push(image);
         }
         match (unreadable, hot.as_slice()) {
             (Some(col), _) => bad.push((
@@ -126,6 +131,11 @@ pub(crate) fn read(
     let files = list_files(root, root, IMAGE_EXTENSIONS);
     let by_stem = index_by_stem(&mut cat, files);
     let mut used = std::collections::BTreeSet::new();
+    for image in bad_images {
+        if let Some(path) = resolve(root, &by_stem, image) {
+            used.insert(stem(&path));
+        }
+    }
     for (r, image, k) in rows {
         let row = &gt.rows[r];
         let Some(path) = resolve(root, &by_stem, image) else {

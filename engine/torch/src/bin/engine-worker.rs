@@ -26,6 +26,30 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Benchmark the image path: decode, resize and cache on the first epoch, then augment
+    /// on the device every epoch; prints one JSON line per epoch (bench/image-pipeline.sh).
+    BenchImages {
+        /// Directory of JPEG or PNG images (searched recursively).
+        dir: std::path::PathBuf,
+        /// Where the decoded-image cache goes (emptied first).
+        #[arg(long)]
+        cache: std::path::PathBuf,
+        /// Resolution.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Epochs.
+        #[arg(long, default_value_t = 3)]
+        epochs: u64,
+        /// Batch size.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Decoding threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Device: `cpu`, `cuda`, `cuda:N` or `auto`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -38,7 +62,92 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Doctor { json, device } => doctor(json, &device),
+        Cmd::BenchImages {
+            dir,
+            cache,
+            size,
+            epochs,
+            batch,
+            threads,
+            device,
+        } => match bench_images(&dir, &cache, size, epochs, batch, threads, &device) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
+}
+
+/// One epoch over the images of `dir` per line of output; the first epoch builds the cache.
+fn bench_images(
+    dir: &std::path::Path,
+    cache: &std::path::Path,
+    size: usize,
+    epochs: u64,
+    batch: usize,
+    threads: usize,
+    device: &str,
+) -> Result<(), String> {
+    use engine_torch::images::{Augment, DeviceImages, epoch_order};
+    use std::time::Instant;
+    let device = engine_torch::parse_device(device).map_err(|e| e.to_string())?;
+    let mut paths: Vec<std::path::PathBuf> = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "jpg" || x == "jpeg" || x == "png")
+            {
+                paths.push(p);
+            }
+        }
+    }
+    paths.sort();
+    if paths.is_empty() {
+        return Err(format!("no images under {}", dir.display()));
+    }
+    let _ = std::fs::remove_dir_all(cache);
+    let ids: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let key = engine_data::imagecache::key("bench", &id_refs, size, 3);
+    let aug = Augment::default();
+    let mut images = None;
+    for epoch in 0..epochs {
+        let started = Instant::now();
+        if images.is_none() {
+            let info = match engine_data::imagecache::open(cache, &key) {
+                Some(i) => i,
+                None => {
+                    engine_data::imagecache::build(cache, &key, &paths, size, 3, threads, &|_| {})
+                        .map_err(|e| e.to_string())?
+                        .0
+                }
+            };
+            images = Some(DeviceImages::load(&info, device, u64::MAX).map_err(|e| e.to_string())?);
+        }
+        let Some(imgs) = images.as_ref() else { break };
+        let order = epoch_order(imgs.len(), 0, epoch);
+        let mut checksum = 0.0;
+        for (k, chunk) in order.chunks(batch).enumerate() {
+            let b = imgs.batch(chunk).map_err(|e| e.to_string())?;
+            let x = aug
+                .apply(&b, epoch, (k * batch) as u64)
+                .map_err(|e| e.to_string())?;
+            checksum += x.sum(engine_torch::tch::Kind::Float).double_value(&[]);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({"epoch": epoch + 1, "images": imgs.len(), "seconds": secs, "images_per_s": imgs.len() as f64 / secs, "checksum": checksum})
+        );
+    }
+    Ok(())
 }
 
 fn doctor(json: bool, device: &str) -> ExitCode {
