@@ -296,3 +296,51 @@ fn a_data_audit_stage_with_an_unreadable_dataset_fails_with_the_reason() {
         "a failed stage leaves no cache entry"
     );
 }
+
+#[test]
+fn a_data_audit_stage_audits_attributes_written_by_another_stage() {
+    let ws = Workspace::new();
+    synth(
+        &ws,
+        &["wrist", "--out", "data/wrist", "--n", "40", "--size", "24"],
+    );
+    // A stand-in for a model.predict stage: an attribute for every image (a cast, say),
+    // present exactly on the fractured ones, so its AUC against the label is 1.
+    ws.manifest(
+        r#"
+version: 1
+name: attrs
+datasets:
+  wrist: {format: yolo, root: data/wrist}
+stages:
+  cast:
+    uses: command
+    with:
+      run: "awk -F, 'NR==1{print \"image_id,cast\"} NR>1{print $1\",\"$2}' data/wrist/image_labels.csv > \"$ENGINE_OUT/attributes.csv\""
+      inputs: [data/wrist/image_labels.csv]
+      outputs: [attributes.csv]
+  audit:
+    uses: data.audit
+    with: {dataset: wrist, from: [cast]}
+"#,
+    );
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0, "{summary}");
+    let entry = ws
+        .entries("cache")
+        .into_iter()
+        .find(|e| e.join("out/audit.json").is_file())
+        .unwrap();
+    let audit: Value =
+        serde_json::from_str(&std::fs::read_to_string(entry.join("out/audit.json")).unwrap())
+            .unwrap();
+    let tab = &audit["cross_tabs"]["cast"]["train"][0];
+    assert_eq!(tab["auc"], 1.0, "{tab}");
+    assert_eq!(tab["p_given_positive"], 1.0);
+    assert_eq!(tab["p_given_negative"], 0.0);
+    assert!(
+        audit["warnings"].to_string().contains("`cast`"),
+        "{}",
+        audit["warnings"]
+    );
+}
