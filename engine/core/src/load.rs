@@ -598,7 +598,20 @@ impl Partial<'_> {
             }
         }
         match params {
-            StageParams::DataAudit(_) => {}
+            StageParams::DataAudit(p) => {
+                if let Some(ds) = self.datasets.get(&p.dataset)
+                    && !ds.format.has_images()
+                {
+                    self.at(
+                        &format!("{stage_pointer}/with/dataset"),
+                        format!(
+                            "stage `{id}` audits dataset `{}`, whose format `files` has no images to audit",
+                            p.dataset
+                        ),
+                        Some("declare the dataset's layout (for example `siim-acr` or `folder-per-class`)".into()),
+                    );
+                }
+            }
             StageParams::Command(p) => {
                 for (i, out) in p.outputs.iter().enumerate() {
                     if let Some(problem) = output_path_problem(out) {
