@@ -76,13 +76,14 @@ pub fn plan(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         plural(plan.stages.len())
     );
     let width = plan.stages.iter().map(|s| s.id.len()).max().unwrap_or(0);
+    let kind_width = plan.stages.iter().map(|s| s.kind.len()).max().unwrap_or(0);
     for s in &plan.stages {
         let (tag, why) = match s.status {
             Status::Cached => ("cached", String::new()),
             Status::Run => ("run", s.reasons.join("; ")),
         };
         println!(
-            "  {tag:<6}  {:<width$}  {:<8}  {}  {why}",
+            "  {tag:<6}  {:<width$}  {:<kind_width$}  {}  {why}",
             s.id,
             s.kind,
             &s.digest[..12]
