@@ -8,3 +8,4 @@ mod parse;
 mod plan;
 mod slurm;
 mod support;
+mod train;

@@ -114,6 +114,9 @@ pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
+    if job.kind.needs_libtorch() {
+        return run_in_worker(job_file);
+    }
     let result = match job.kind {
         engine_core::manifest::StageKind::DataAudit => crate::data::run_audit_stage(&job),
         _ => engine_core::job::run_core_job(&job),
@@ -125,4 +128,24 @@ pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_FAILED))
         }
     }
+}
+
+/// Hands a libtorch stage to `engine-worker stage-exec JOB` and returns its exit status.
+fn run_in_worker(job_file: &Path) -> anyhow::Result<ExitCode> {
+    let Some(worker) = crate::doctor::worker_path() else {
+        eprintln!(
+            "error: this stage needs the libtorch worker `engine-worker`, which was not found beside `engine` or on PATH (hint: build it with `cargo build -p engine-torch`, or set ENGINE_WORKER)"
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    };
+    let status = std::process::Command::new(&worker)
+        .arg("stage-exec")
+        .arg(job_file)
+        .status()
+        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker.display()))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(EXIT_FAILED)),
+        None => ExitCode::from(EXIT_FAILED),
+    })
 }

@@ -380,6 +380,7 @@ async fn run<L: Launcher>(
                         .keys()
                         .map(|d| (d.clone(), m.dir.join(&m.manifest.datasets[d].root)))
                         .collect(),
+                    dataset_fingerprints: sp.key.datasets.clone(),
                     dataset_specs: sp
                         .key
                         .datasets

@@ -29,6 +29,9 @@ pub struct StageJob {
     /// Declarations of the datasets this stage reads, by name.
     #[serde(default)]
     pub dataset_specs: BTreeMap<String, Dataset>,
+    /// Content fingerprints of the datasets this stage reads, by name.
+    #[serde(default)]
+    pub dataset_fingerprints: BTreeMap<String, String>,
     /// The stage's seed.
     pub seed: u64,
     /// CPU threads granted to the stage.
@@ -55,6 +58,9 @@ pub fn run_core_job(job: &StageJob) -> Result<(), String> {
         .map_err(|e| format!("the job's params do not fit `{}`: {e}", job.kind.as_str()))?;
     match parsed {
         StageParams::Command(p) => crate::stages::command::run(job, &p),
+        StageParams::ClassifierTrain(_) => {
+            Err("`classifier.train` needs libtorch: it is run by `engine-worker stage-exec`".into())
+        }
         StageParams::DataAudit(_) => Err(
             "`data.audit` reads images, which the core does not: run it with `engine stage-exec`"
                 .into(),

@@ -535,6 +535,24 @@ impl Partial<'_> {
         }
     }
 
+    /// A stage that reads images needs a dataset whose layout the engine reads.
+    fn check_image_dataset(&mut self, id: &str, stage_pointer: &str, dataset: &str, verb: &str) {
+        if let Some(ds) = self.datasets.get(dataset)
+            && !ds.format.has_images()
+        {
+            self.at(
+                &format!("{stage_pointer}/with/dataset"),
+                format!(
+                    "stage `{id}` {verb} dataset `{dataset}`, whose format `files` has no images"
+                ),
+                Some(
+                    "declare the dataset's layout (for example `siim-acr` or `folder-per-class`)"
+                        .into(),
+                ),
+            );
+        }
+    }
+
     fn check_stage(&mut self, id: &str, params: &StageParams) {
         let stages = self.stage_ids;
         let stage_pointer = push_segment("/stages", id);
@@ -599,18 +617,10 @@ impl Partial<'_> {
         }
         match params {
             StageParams::DataAudit(p) => {
-                if let Some(ds) = self.datasets.get(&p.dataset)
-                    && !ds.format.has_images()
-                {
-                    self.at(
-                        &format!("{stage_pointer}/with/dataset"),
-                        format!(
-                            "stage `{id}` audits dataset `{}`, whose format `files` has no images to audit",
-                            p.dataset
-                        ),
-                        Some("declare the dataset's layout (for example `siim-acr` or `folder-per-class`)".into()),
-                    );
-                }
+                self.check_image_dataset(id, &stage_pointer, &p.dataset, "audits")
+            }
+            StageParams::ClassifierTrain(p) => {
+                self.check_image_dataset(id, &stage_pointer, &p.dataset, "trains on")
             }
             StageParams::Command(p) => {
                 for (i, out) in p.outputs.iter().enumerate() {

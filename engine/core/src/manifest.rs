@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
+use crate::stages::train::TrainParams;
 
 /// The manifest format version this engine writes and validates against.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -302,6 +303,9 @@ pub enum StageKind {
     // The data audit: counts, splits, duplicates, supervision and attribute cross-tabs.
     #[serde(rename = "data.audit")]
     DataAudit,
+    // Trains an image classifier (run by the libtorch worker).
+    #[serde(rename = "classifier.train")]
+    ClassifierTrain,
     // A user's own command with declared inputs and outputs: the escape hatch.
     #[serde(rename = "command")]
     Command,
@@ -309,12 +313,22 @@ pub enum StageKind {
 
 impl StageKind {
     /// Every kind, in the order they are documented.
-    pub const ALL: &'static [StageKind] = &[StageKind::DataAudit, StageKind::Command];
+    pub const ALL: &'static [StageKind] = &[
+        StageKind::DataAudit,
+        StageKind::ClassifierTrain,
+        StageKind::Command,
+    ];
+
+    /// Whether the libtorch worker (`engine-worker`) runs this kind.
+    pub fn needs_libtorch(self) -> bool {
+        matches!(self, StageKind::ClassifierTrain)
+    }
 
     /// The name used in manifests.
     pub fn as_str(self) -> &'static str {
         match self {
             StageKind::DataAudit => "data.audit",
+            StageKind::ClassifierTrain => "classifier.train",
             StageKind::Command => "command",
         }
     }
@@ -323,6 +337,7 @@ impl StageKind {
     pub fn implementation_version(self) -> u32 {
         match self {
             StageKind::DataAudit => 1,
+            StageKind::ClassifierTrain => 1,
             StageKind::Command => 1,
         }
     }
@@ -371,6 +386,8 @@ impl Default for Resources {
 pub enum StageParams {
     /// Parameters of a `data.audit` stage.
     DataAudit(AuditParams),
+    /// Parameters of a `classifier.train` stage.
+    ClassifierTrain(TrainParams),
     /// Parameters of a `command` stage.
     Command(CommandParams),
 }
@@ -386,6 +403,9 @@ impl StageParams {
             StageKind::DataAudit => Ok(StageParams::DataAudit(serde_path_to_error::deserialize(
                 value,
             )?)),
+            StageKind::ClassifierTrain => Ok(StageParams::ClassifierTrain(
+                serde_path_to_error::deserialize(value)?,
+            )),
             StageKind::Command => Ok(StageParams::Command(serde_path_to_error::deserialize(
                 value,
             )?)),
@@ -396,6 +416,7 @@ impl StageParams {
     pub fn stage_references(&self) -> Vec<Reference<'_>> {
         match self {
             StageParams::DataAudit(p) => data_refs(&p.from, "with.from"),
+            StageParams::ClassifierTrain(_) => Vec::new(),
             StageParams::Command(p) => p
                 .from
                 .iter()
@@ -417,6 +438,11 @@ impl StageParams {
                 field: "with.dataset".into(),
                 data: true,
             }],
+            StageParams::ClassifierTrain(p) => vec![Reference {
+                target: &p.dataset,
+                field: "with.dataset".into(),
+                data: true,
+            }],
             StageParams::Command(p) => p
                 .datasets
                 .iter()
@@ -434,6 +460,10 @@ impl StageParams {
     pub fn declared_outputs(&self) -> Vec<String> {
         match self {
             StageParams::DataAudit(_) => crate::stages::audit::OUTPUTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            StageParams::ClassifierTrain(_) => crate::stages::train::OUTPUTS
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),

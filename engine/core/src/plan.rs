@@ -104,7 +104,7 @@ pub fn make_plan(
         let params = &m.params[id];
         let mut inputs = BTreeMap::new();
         match params {
-            StageParams::DataAudit(_) => {}
+            StageParams::DataAudit(_) | StageParams::ClassifierTrain(_) => {}
             StageParams::Command(p) => {
                 for (i, pattern) in p.inputs.iter().enumerate() {
                     match fp.pattern(&m.dir, pattern) {

@@ -10,6 +10,7 @@ mod error;
 pub mod images;
 mod info;
 mod selftest;
+pub mod train;
 
 pub use device::parse_device;
 pub use error::Error;

@@ -7,9 +7,10 @@
 //!   blurred-noise vessel texture and curved rib shadows, a bright heart shadow; patients
 //!   keep their build across their images, which are jittered by a small shift and rotation;
 //! - pneumothorax: on one side, the lung edge pulls away (the collapsed lung is a smaller
-//!   ellipse shifted medially and down); between them the field is darker and has no vessel
-//!   texture, bounded by a thin bright pleural line. Its extent varies from a thin apical rim
-//!   to a third of the lung. The mask (in `train-rle.csv`) is exactly that region;
+//!   ellipse shifted medially and down); between them the field is a little darker and has
+//!   no vessel texture, bounded by a faint pleural line. Its extent varies from a thin rim to
+//!   about a quarter of the lung, so small ones are hard to see under the image noise. The
+//!   mask (in `train-rle.csv`) is exactly that region;
 //! - chest drain: a thin, very bright tube entering through the lateral chest wall low on
 //!   one side (the pneumothorax side when there is one) and curving up towards the apex,
 //!   continuing outside the body to the image edge.
@@ -169,7 +170,7 @@ fn radiograph(rng: &mut Rng, s: usize, look: &Look, f: &Findings) -> (Canvas, Ve
             let in_ptx = |x: f32, y: f32| {
                 whole(x, y).min(1.0 - ellipse(ccx, ccy, crx, cry, *ang, 1.0)(x, y))
             };
-            img.paint(&[look.lung * 0.45], in_ptx);
+            img.paint(&[look.lung * 0.75], in_ptx);
             // The visceral pleural line at the collapsed lung's edge.
             let ring = ellipse(ccx, ccy, crx + 0.8, cry + 0.8, *ang, 0.8);
             let inside = ellipse(
@@ -180,7 +181,7 @@ fn radiograph(rng: &mut Rng, s: usize, look: &Look, f: &Findings) -> (Canvas, Ve
                 *ang,
                 0.8,
             );
-            img.paint(&[look.lung + 0.22], |x, y| {
+            img.paint(&[look.lung + 0.1], |x, y| {
                 (ring(x, y) - inside(x, y)).min(whole(x, y) * 2.0)
             });
         }
@@ -239,7 +240,7 @@ fn radiograph(rng: &mut Rng, s: usize, look: &Look, f: &Findings) -> (Canvas, Ve
         let width = (0.014 * sf).max(1.3);
         img.paint(&[0.97], polyline(pts, width));
     }
-    img.noise(rng, 0.015);
+    img.noise(rng, 0.035);
     (img, mask)
 }
 
@@ -311,7 +312,7 @@ pub(crate) fn write(out: &Path, o: &ChestOptions) -> Result<String, SynthError> 
         let mut rng = Rng::stream(o.seed, 1 + i as u64);
         let side = if rng.chance(0.5) { -1.0 } else { 1.0 };
         let f = Findings {
-            ptx: p.ptx.then(|| (side, rng.range(0.2, 0.65) as f32)),
+            ptx: p.ptx.then(|| (side, rng.range(0.06, 0.4) as f32)),
             drain: p.drain.then(|| {
                 if p.ptx {
                     side

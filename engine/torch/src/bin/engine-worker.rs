@@ -26,6 +26,12 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Run one stage job that needs libtorch (started by `engine stage-exec`).
+    #[command(hide = true)]
+    StageExec {
+        /// The job file the executor wrote.
+        job: std::path::PathBuf,
+    },
     /// Benchmark the image path: decode, resize and cache on the first epoch, then augment
     /// on the device every epoch; prints one JSON line per epoch (bench/image-pipeline.sh).
     BenchImages {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Doctor { json, device } => doctor(json, &device),
+        Cmd::StageExec { job } => stage_exec(&job),
         Cmd::BenchImages {
             dir,
             cache,
@@ -77,6 +84,28 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+    }
+}
+
+/// Runs a libtorch stage job: exit 0, 1 when the stage failed, 2 when the job is unreadable.
+fn stage_exec(path: &std::path::Path) -> ExitCode {
+    let job = match engine_core::job::StageJob::read(path) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match job.kind {
+        engine_core::manifest::StageKind::ClassifierTrain => engine_torch::train::run_stage(&job),
+        other => Err(format!("`{}` is not a libtorch stage", other.as_str())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: stage `{}`: {e}", job.stage);
+            ExitCode::from(1)
+        }
     }
 }
 
