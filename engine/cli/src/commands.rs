@@ -138,9 +138,14 @@ fn run_in_worker(job_file: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_FAILED));
     };
-    let status = std::process::Command::new(&worker)
-        .arg("stage-exec")
-        .arg(job_file)
+    let mut cmd = std::process::Command::new(&worker);
+    cmd.arg("stage-exec").arg(job_file);
+    // libtorch's CPU allocator then backs large tensors with transparent huge pages: far
+    // fewer page faults for batches of images (the user's own setting wins).
+    if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
+        cmd.env("THP_MEM_ALLOC_ENABLE", "1");
+    }
+    let status = cmd
         .status()
         .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker.display()))?;
     Ok(match status.code() {

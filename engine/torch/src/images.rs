@@ -160,18 +160,25 @@ impl Augment {
         let theta = Tensor::from_slice(&theta)
             .f_view([n, 2, 3])?
             .f_to_device(dev)?;
-        let x = batch.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
+        // In place wherever possible: a batch of 224-pixel images is tens of megabytes, and
+        // a fresh tensor per step costs page faults that rival the arithmetic on a CPU.
+        let mut x = batch.f_to_kind(Kind::Float)?;
+        let _ = x.f_div_scalar_(255.0)?;
         let grid = Tensor::f_affine_grid_generator(&theta, [n, c, size[2], size[3]], false)?;
         // Bilinear, border padding.
-        let x = x.f_grid_sampler_2d(&grid, 0, 1, false)?;
+        let mut x = x.f_grid_sampler_2d(&grid, 0, 1, false)?;
         let b = Tensor::from_slice(&bright)
             .f_view([n, 1, 1, 1])?
             .f_to_device(dev)?;
         let k = Tensor::from_slice(&contr)
             .f_view([n, 1, 1, 1])?
             .f_to_device(dev)?;
+        // Contrast about each image's mean, then brightness: x * k * b + mean * (1 - k) * b.
         let mean = x.f_mean_dim(&[1i64, 2, 3][..], true, Kind::Float)?;
-        let x = ((x - &mean) * k + mean).f_mul(&b)?.f_clamp(0.0, 1.0)?;
+        let offset = mean.f_mul(&(1.0 - &k))?.f_mul(&b)?;
+        let _ = x.f_mul_(&k.f_mul(&b)?)?;
+        let _ = x.f_add_(&offset)?;
+        let _ = x.f_clamp_(0.0, 1.0)?;
         let take = |v: &[f64]| -> Vec<f32> {
             (0..c as usize)
                 .map(|i| v.get(i).or(v.last()).copied().unwrap_or(0.0) as f32)
@@ -183,7 +190,9 @@ impl Augment {
         let sd = Tensor::from_slice(&take(&self.std))
             .f_view([1, c, 1, 1])?
             .f_to_device(dev)?;
-        Ok(x.f_sub(&m)?.f_div(&sd)?)
+        let _ = x.f_sub_(&m)?;
+        let _ = x.f_div_(&sd)?;
+        Ok(x)
     }
 }
 

@@ -36,7 +36,9 @@ pub fn run_stage(job: &StageJob) -> Result<(), String> {
         return Err("not a classifier.train job".into());
     };
     let device = crate::parse_device(&p.device).map_err(|e| e.to_string())?;
-    let _one_at_a_time = TRAINING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one_at_a_time = TRAINING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     tch::set_num_threads(job.cpus.max(1) as i32);
     let data = prepare(job, &p)?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
