@@ -90,8 +90,10 @@ mod tests {
             mask[r * w + c] = 1;
         }
         let text = encode(&mask, w, h);
-        // Column 1 rows 1-2 are column-major pixels 5-6; column 3 rows 0-1 are 12-13; column 4 row 3 is 19.
-        assert_eq!(text, "5 2 5 2 6 1");
+        // Column-major pixels (col * height + row): column 1 rows 1-2 are 5-6 (a run starting
+        // 5 after 0), column 3 rows 0-1 are 12-13 (5 after the end at 7), column 4 row 3 is
+        // 19 (5 after the end at 14).
+        assert_eq!(text, "5 2 5 2 5 1");
         let runs = parse(&text).unwrap().unwrap();
         assert_eq!(decode(&runs, w, h).unwrap(), mask);
         assert_eq!(encode(&[0; 6], 3, 2), "-1");
