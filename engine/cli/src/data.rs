@@ -341,23 +341,10 @@ fn user_salt_path() -> PathBuf {
 
 /// Runs a `data.audit` stage job.
 pub fn run_audit_stage(job: &StageJob) -> Result<(), String> {
-    let params = job
-        .params
-        .as_object()
-        .ok_or("the job's params are not an object")?;
-    let StageParams::DataAudit(p) = StageParams::parse(job.kind, params)
-        .map_err(|e| format!("the job's params do not fit `data.audit`: {e}"))?
-    else {
+    let StageParams::DataAudit(p) = job.stage_params()? else {
         return Err("not a data.audit job".into());
     };
-    let spec = job
-        .dataset_specs
-        .get(&p.dataset)
-        .ok_or_else(|| format!("the job does not declare dataset `{}`", p.dataset))?;
-    let root = job
-        .datasets
-        .get(&p.dataset)
-        .ok_or_else(|| format!("the job has no root for dataset `{}`", p.dataset))?;
+    let (spec, root) = job.dataset(&p.dataset)?;
     let salt = Salt::for_workspace(&job.workspace)
         .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
     let mut files = Vec::new();

@@ -48,15 +48,34 @@ impl StageJob {
     }
 }
 
+impl StageJob {
+    /// The job's parameters, parsed for its kind.
+    pub fn stage_params(&self) -> Result<StageParams, String> {
+        let params = self
+            .params
+            .as_object()
+            .ok_or("the job's params are not an object")?;
+        StageParams::parse(self.kind, params)
+            .map_err(|e| format!("the job's params do not fit `{}`: {e}", self.kind.as_str()))
+    }
+
+    /// The declaration and root of dataset `name`, which the job must carry.
+    pub fn dataset(&self, name: &str) -> Result<(&Dataset, &Path), String> {
+        let spec = self
+            .dataset_specs
+            .get(name)
+            .ok_or_else(|| format!("the job does not declare dataset `{name}`"))?;
+        let root = self
+            .datasets
+            .get(name)
+            .ok_or_else(|| format!("the job has no root for dataset `{name}`"))?;
+        Ok((spec, root))
+    }
+}
+
 /// Runs a job of a kind the core implements.
 pub fn run_core_job(job: &StageJob) -> Result<(), String> {
-    let params = job
-        .params
-        .as_object()
-        .ok_or("the job's params are not an object")?;
-    let parsed = StageParams::parse(job.kind, params)
-        .map_err(|e| format!("the job's params do not fit `{}`: {e}", job.kind.as_str()))?;
-    match parsed {
+    match job.stage_params()? {
         StageParams::Command(p) => crate::stages::command::run(job, &p),
         StageParams::ClassifierTrain(_) => {
             Err("`classifier.train` needs libtorch: it is run by `engine-worker stage-exec`".into())

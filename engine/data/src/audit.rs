@@ -326,15 +326,12 @@ pub fn audit(partition: &mut Partition, name: &str) -> Result<Audit, DataError> 
     let n_images: usize = counts.values().map(|c| c.images).sum();
 
     // Groups.
-    let mut group_sizes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut group_sizes: BTreeMap<String, usize> = BTreeMap::new();
     for s in Split::ALL {
         for i in partition.items(s) {
-            let g = match partition.by() {
-                engine_core::manifest::SplitBy::Patient => i.patient.as_deref().unwrap_or(&i.id),
-                engine_core::manifest::SplitBy::Lesion => i.lesion.as_deref().unwrap_or(&i.id),
-                engine_core::manifest::SplitBy::Image => &i.id,
-            };
-            *group_sizes.entry(g).or_default() += 1;
+            *group_sizes
+                .entry(crate::split::group_key(partition.by(), i))
+                .or_default() += 1;
         }
     }
     let mut sizes: Vec<usize> = group_sizes.values().copied().collect();

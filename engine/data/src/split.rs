@@ -120,6 +120,17 @@ impl TestKey {
     }
 }
 
+/// The group `item` belongs to when splitting by `by`: its patient or lesion, else the image
+/// alone (marked, so that an image id never equals a patient id).
+pub(crate) fn group_key(by: SplitBy, item: &Item) -> String {
+    match by {
+        SplitBy::Patient => item.patient.clone(),
+        SplitBy::Lesion => item.lesion.clone(),
+        SplitBy::Image => None,
+    }
+    .unwrap_or_else(|| format!("\0image:{}", item.id))
+}
+
 impl Catalog {
     /// Splits the catalog as `spec` says.
     pub fn partition(mut self, spec: &SplitSpec) -> Result<Partition, DataError> {
@@ -147,14 +158,7 @@ impl Catalog {
             }
         }
         let items = std::mem::take(&mut self.items);
-        let group_of = |item: &Item| -> String {
-            match by {
-                SplitBy::Patient => item.patient.clone(),
-                SplitBy::Lesion => item.lesion.clone(),
-                SplitBy::Image => None,
-            }
-            .unwrap_or_else(|| format!("\0image:{}", item.id))
-        };
+        let group_of = |item: &Item| group_key(by, item);
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         for (i, item) in items.iter().enumerate() {
             groups.entry(group_of(item)).or_default().push(i);
@@ -391,14 +395,7 @@ impl Partition {
         for i in items {
             per_class[i.class] += 1;
         }
-        let groups: BTreeSet<&str> = items
-            .iter()
-            .map(|i| match self.by {
-                SplitBy::Patient => i.patient.as_deref().unwrap_or(&i.id),
-                SplitBy::Lesion => i.lesion.as_deref().unwrap_or(&i.id),
-                SplitBy::Image => &i.id,
-            })
-            .collect();
+        let groups: BTreeSet<String> = items.iter().map(|i| group_key(self.by, i)).collect();
         SplitCounts {
             images: items.len(),
             groups: groups.len(),

@@ -27,3 +27,13 @@ pub enum Error {
     #[error("libtorch call panicked: {0}")]
     Panic(String),
 }
+
+/// The message a caught panic carried (tch panics on libtorch errors in calls that have no
+/// fallible variant).
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

@@ -52,14 +52,7 @@ pub fn self_test(device: Device) -> Result<SelfTestReport, Error> {
     // tch's optimizer and a few helpers panic on libtorch errors instead of returning them.
     match catch_unwind(AssertUnwindSafe(|| run(device))) {
         Ok(result) => result,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "unknown panic".to_owned());
-            Err(Error::Panic(message))
-        }
+        Err(payload) => Err(Error::Panic(crate::error::panic_message(payload.as_ref()))),
     }
 }
 

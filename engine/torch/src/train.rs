@@ -26,13 +26,7 @@ static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs a `classifier.train` job; the error says what went wrong in a sentence.
 pub fn run_stage(job: &StageJob) -> Result<(), String> {
-    let params = job
-        .params
-        .as_object()
-        .ok_or("the job's params are not an object")?;
-    let StageParams::ClassifierTrain(p) = StageParams::parse(job.kind, params)
-        .map_err(|e| format!("the job's params do not fit `classifier.train`: {e}"))?
-    else {
+    let StageParams::ClassifierTrain(p) = job.stage_params()? else {
         return Err("not a classifier.train job".into());
     };
     let device = crate::parse_device(&p.device).map_err(|e| e.to_string())?;
@@ -44,17 +38,12 @@ pub fn run_stage(job: &StageJob) -> Result<(), String> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         train(job, &p, &data, device)
     }));
-    match result {
-        Ok(r) => r,
-        Err(payload) => Err(format!(
+    result.unwrap_or_else(|payload| {
+        Err(format!(
             "libtorch failed: {}",
-            payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default()
-        )),
-    }
+            crate::error::panic_message(payload.as_ref())
+        ))
+    })
 }
 
 /// The training and validation images, cached and labelled.
@@ -76,14 +65,7 @@ fn progress(fraction: f64, message: &str) {
 }
 
 fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
-    let spec = job
-        .dataset_specs
-        .get(&p.dataset)
-        .ok_or_else(|| format!("the job does not declare dataset `{}`", p.dataset))?;
-    let root = job
-        .datasets
-        .get(&p.dataset)
-        .ok_or_else(|| format!("the job has no root for dataset `{}`", p.dataset))?;
+    let (spec, root) = job.dataset(&p.dataset)?;
     let fingerprint = job
         .dataset_fingerprints
         .get(&p.dataset)
@@ -336,9 +318,9 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         }
     }
     let (metric, best_epoch, probs) = best.ok_or("no epoch ran")?;
+    let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
     write_predictions(&out.join("predictions.csv"), data, &probs)?;
-    let epochs_run = curve_epochs(&out.join("curve.jsonl"));
     let metrics = json!({
         "metric": metric_name(k),
         "best": metric,
@@ -376,10 +358,6 @@ fn opt_lr(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
         let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
         peak * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
     }
-}
-
-fn curve_epochs(path: &Path) -> usize {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
 fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {

@@ -133,9 +133,9 @@ pub fn layout_hint(format: DatasetFormat) -> &'static str {
     }
 }
 
-/// Every image under `dir` (recursively) whose extension is in `exts`, as paths relative to
+/// Every file under `dir` (recursively) whose extension is in `exts`, as paths relative to
 /// `root`, sorted.
-pub(crate) fn list_files(root: &Path, dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
+pub fn list_files(root: &Path, dir: &Path, exts: &[&str]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .follow_links(true)
         .into_iter()

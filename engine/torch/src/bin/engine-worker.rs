@@ -122,22 +122,11 @@ fn bench_images(
     use engine_torch::images::{Augment, DeviceImages, epoch_order};
     use std::time::Instant;
     let device = engine_torch::parse_device(device).map_err(|e| e.to_string())?;
-    let mut paths: Vec<std::path::PathBuf> = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let p = e.map_err(|e| e.to_string())?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "jpg" || x == "jpeg" || x == "png")
-            {
-                paths.push(p);
-            }
-        }
-    }
-    paths.sort();
+    let paths: Vec<std::path::PathBuf> =
+        engine_data::read::list_files(dir, dir, engine_data::read::IMAGE_EXTENSIONS)
+            .into_iter()
+            .map(|p| dir.join(p))
+            .collect();
     if paths.is_empty() {
         return Err(format!("no images under {}", dir.display()));
     }
