@@ -206,3 +206,39 @@ fn graph_prints_dot_and_mermaid() {
         "{mermaid}"
     );
 }
+
+#[test]
+fn pretrained_weights_are_an_input_whose_content_is_in_the_key() {
+    let ws = Workspace::new();
+    ws.manifest(
+        r#"version: 1
+name: weights
+datasets:
+  derm: {format: folder-per-class, root: data}
+stages:
+  train:
+    uses: classifier.train
+    with: {dataset: derm, backbone: resnet18, pretrained: weights/resnet18.safetensors}
+"#,
+    );
+    std::fs::create_dir_all(ws.path().join("data/a")).unwrap();
+    std::fs::create_dir_all(ws.path().join("data/b")).unwrap();
+    let r = ws.run(&["plan", "pipeline.yaml"]).code(2);
+    assert!(
+        r.stderr.starts_with(
+            "pipeline.yaml:8:59: stage `train`: `pretrained` `weights/resnet18.safetensors` matches no file"
+        ),
+        "{}",
+        r.stderr
+    );
+    std::fs::create_dir_all(ws.path().join("weights")).unwrap();
+    std::fs::write(ws.path().join("weights/resnet18.safetensors"), b"one").unwrap();
+    let first = ws.run(&["plan", "pipeline.yaml", "--json"]).code(0).stdout;
+    std::fs::write(ws.path().join("weights/resnet18.safetensors"), b"two").unwrap();
+    let second = ws.run(&["plan", "pipeline.yaml", "--json"]).code(0).stdout;
+    let key = |s: &str| {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        v["stages"][0]["digest"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(key(&first), key(&second));
+}

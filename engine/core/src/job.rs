@@ -77,9 +77,10 @@ impl StageJob {
 pub fn run_core_job(job: &StageJob) -> Result<(), String> {
     match job.stage_params()? {
         StageParams::Command(p) => crate::stages::command::run(job, &p),
-        StageParams::ClassifierTrain(_) => {
-            Err("`classifier.train` needs libtorch: it is run by `engine-worker stage-exec`".into())
-        }
+        StageParams::ClassifierTrain(_) | StageParams::ModelPredict(_) => Err(format!(
+            "`{}` needs libtorch: it is run by `engine-worker stage-exec`",
+            job.kind.as_str()
+        )),
         StageParams::DataAudit(_) => Err(
             "`data.audit` reads images, which the core does not: run it with `engine stage-exec`"
                 .into(),

@@ -14,6 +14,7 @@ use crate::diag::{Diagnostic, Diagnostics, Mark, code_list, did_you_mean};
 use crate::manifest::{Dataset, MANIFEST_VERSION, Manifest, Stage, StageKind, StageParams};
 use crate::source::{SourceMap, dotted, push_segment, scan};
 use crate::stages::command::output_path_problem;
+use crate::stages::train::TrainParams;
 use crate::upgrade::upgrade;
 
 /// The largest manifest accepted, in bytes.
@@ -288,7 +289,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedManifest, Invalid> {
     };
     partial.check_datasets();
     for (id, p) in &params {
-        partial.check_stage(id, p);
+        partial.check_stage(id, p, &params);
     }
     let dag = partial.build_dag(&params);
     let mut errors = partial.errors;
@@ -535,6 +536,105 @@ impl Partial<'_> {
         }
     }
 
+    /// The sampler's and debiasing's settings fit together, and the attributes they name
+    /// exist: declared by the dataset or written by a `model.predict` stage in `from`.
+    fn check_train(
+        &mut self,
+        id: &str,
+        stage_pointer: &str,
+        p: &TrainParams,
+        all: &BTreeMap<String, StageParams>,
+    ) {
+        use crate::stages::train::SamplerKind;
+        let sampler = &p.sampler;
+        let at = |f: &str| format!("{stage_pointer}/with/sampler/{f}");
+        match sampler.kind {
+            SamplerKind::GroupBalanced if sampler.attribute.is_none() => self.at(
+                &format!("{stage_pointer}/with/sampler"),
+                format!("stage `{id}`: the `group_balanced` sampler needs `attribute`"),
+                Some("name the attribute the groups cross with the label, such as `attribute: chest_drain`".into()),
+            ),
+            SamplerKind::Ratio if sampler.negatives_per_positive.is_none() => self.at(
+                &format!("{stage_pointer}/with/sampler"),
+                format!("stage `{id}`: the `ratio` sampler needs `negatives_per_positive`"),
+                Some("for example `negatives_per_positive: 2`".into()),
+            ),
+            _ => {}
+        }
+        if sampler.attribute.is_some() && sampler.kind != SamplerKind::GroupBalanced {
+            self.at(
+                &at("attribute"),
+                format!(
+                    "stage `{id}`: `attribute` only applies to the `group_balanced` sampler, not `{}`",
+                    sampler.kind.as_str()
+                ),
+                Some("remove it, or set `kind: group_balanced`".into()),
+            );
+        }
+        if sampler.negatives_per_positive.is_some() && sampler.kind != SamplerKind::Ratio {
+            self.at(
+                &at("negatives_per_positive"),
+                format!(
+                    "stage `{id}`: `negatives_per_positive` only applies to the `ratio` sampler, not `{}`",
+                    sampler.kind.as_str()
+                ),
+                Some("remove it, or set `kind: ratio`".into()),
+            );
+        }
+        for (i, from) in p.from.iter().enumerate() {
+            if let Some(other) = all.get(from)
+                && matches!(
+                    other,
+                    StageParams::ClassifierTrain(_) | StageParams::DataAudit(_)
+                )
+            {
+                self.at(
+                    &format!("{stage_pointer}/with/from/{i}"),
+                    format!("stage `{id}` reads attributes from `{from}`, which writes no attributes.csv"),
+                    Some("name a `model.predict` stage (or a `command` stage that writes attributes.csv)".into()),
+                );
+            }
+        }
+        // Attribute names are only known when every source is declared or a `model.predict`.
+        let mut known: Vec<String> = self
+            .datasets
+            .get(&p.dataset)
+            .map(|d| d.attributes.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut complete = self.datasets.contains_key(&p.dataset);
+        for from in &p.from {
+            match all.get(from) {
+                Some(StageParams::ModelPredict(m)) => {
+                    known.push(m.as_attribute.clone());
+                    known.push(format!("{}_prob", m.as_attribute));
+                }
+                _ => complete = false,
+            }
+        }
+        if !complete {
+            return;
+        }
+        for (name, field) in p.attribute_uses() {
+            if !known.iter().any(|k| k == name) {
+                let hint = match did_you_mean(name, known.iter().map(String::as_str)) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None if known.is_empty() => format!(
+                        "declare it under the dataset's `attributes`, or add a `model.predict` stage with `as_attribute: {name}` to `from`"
+                    ),
+                    None => format!("the attributes are {}", code_list(&known)),
+                };
+                self.at(
+                    &format!("{stage_pointer}/with/{field}"),
+                    format!(
+                        "stage `{id}` uses attribute `{name}`, which dataset `{}` does not have",
+                        p.dataset
+                    ),
+                    Some(hint),
+                );
+            }
+        }
+    }
+
     /// A stage that reads images needs a dataset whose layout the engine reads.
     fn check_image_dataset(&mut self, id: &str, stage_pointer: &str, dataset: &str, verb: &str) {
         if let Some(ds) = self.datasets.get(dataset)
@@ -553,7 +653,7 @@ impl Partial<'_> {
         }
     }
 
-    fn check_stage(&mut self, id: &str, params: &StageParams) {
+    fn check_stage(&mut self, id: &str, params: &StageParams, all: &BTreeMap<String, StageParams>) {
         let stages = self.stage_ids;
         let stage_pointer = push_segment("/stages", id);
         let mut refs: Vec<(String, &str)> = params
@@ -620,7 +720,27 @@ impl Partial<'_> {
                 self.check_image_dataset(id, &stage_pointer, &p.dataset, "audits")
             }
             StageParams::ClassifierTrain(p) => {
-                self.check_image_dataset(id, &stage_pointer, &p.dataset, "trains on")
+                self.check_image_dataset(id, &stage_pointer, &p.dataset, "trains on");
+                self.check_train(id, &stage_pointer, p, all);
+            }
+            StageParams::ModelPredict(p) => {
+                self.check_image_dataset(id, &stage_pointer, &p.dataset, "labels");
+                if let Some(other) = all.get(&p.model)
+                    && !matches!(other, StageParams::ClassifierTrain(_))
+                {
+                    let kind = self
+                        .stages
+                        .get(&p.model)
+                        .map_or("another kind", |s| s.uses.as_str());
+                    self.at(
+                        &format!("{stage_pointer}/with/model"),
+                        format!(
+                            "stage `{id}` applies the model of `{}`, a `{kind}` stage, which trains no model",
+                            p.model
+                        ),
+                        Some("name a `classifier.train` stage".into()),
+                    );
+                }
             }
             StageParams::Command(p) => {
                 for (i, out) in p.outputs.iter().enumerate() {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
+use crate::stages::predict::PredictParams;
 use crate::stages::train::TrainParams;
 
 /// The manifest format version this engine writes and validates against.
@@ -306,6 +307,10 @@ pub enum StageKind {
     // Trains an image classifier (run by the libtorch worker).
     #[serde(rename = "classifier.train")]
     ClassifierTrain,
+    // Labels a dataset's images with a trained binary model's predictions, as an attribute
+    // (run by the libtorch worker).
+    #[serde(rename = "model.predict")]
+    ModelPredict,
     // A user's own command with declared inputs and outputs: the escape hatch.
     #[serde(rename = "command")]
     Command,
@@ -316,12 +321,13 @@ impl StageKind {
     pub const ALL: &'static [StageKind] = &[
         StageKind::DataAudit,
         StageKind::ClassifierTrain,
+        StageKind::ModelPredict,
         StageKind::Command,
     ];
 
     /// Whether the libtorch worker (`engine-worker`) runs this kind.
     pub fn needs_libtorch(self) -> bool {
-        matches!(self, StageKind::ClassifierTrain)
+        matches!(self, StageKind::ClassifierTrain | StageKind::ModelPredict)
     }
 
     /// The name used in manifests.
@@ -329,6 +335,7 @@ impl StageKind {
         match self {
             StageKind::DataAudit => "data.audit",
             StageKind::ClassifierTrain => "classifier.train",
+            StageKind::ModelPredict => "model.predict",
             StageKind::Command => "command",
         }
     }
@@ -337,7 +344,8 @@ impl StageKind {
     pub fn implementation_version(self) -> u32 {
         match self {
             StageKind::DataAudit => 1,
-            StageKind::ClassifierTrain => 1,
+            StageKind::ClassifierTrain => 2,
+            StageKind::ModelPredict => 1,
             StageKind::Command => 1,
         }
     }
@@ -388,6 +396,8 @@ pub enum StageParams {
     DataAudit(AuditParams),
     /// Parameters of a `classifier.train` stage.
     ClassifierTrain(TrainParams),
+    /// Parameters of a `model.predict` stage.
+    ModelPredict(PredictParams),
     /// Parameters of a `command` stage.
     Command(CommandParams),
 }
@@ -406,6 +416,9 @@ impl StageParams {
             StageKind::ClassifierTrain => Ok(StageParams::ClassifierTrain(
                 serde_path_to_error::deserialize(value)?,
             )),
+            StageKind::ModelPredict => Ok(StageParams::ModelPredict(
+                serde_path_to_error::deserialize(value)?,
+            )),
             StageKind::Command => Ok(StageParams::Command(serde_path_to_error::deserialize(
                 value,
             )?)),
@@ -416,7 +429,12 @@ impl StageParams {
     pub fn stage_references(&self) -> Vec<Reference<'_>> {
         match self {
             StageParams::DataAudit(p) => data_refs(&p.from, "with.from"),
-            StageParams::ClassifierTrain(_) => Vec::new(),
+            StageParams::ClassifierTrain(p) => data_refs(&p.from, "with.from"),
+            StageParams::ModelPredict(p) => vec![Reference {
+                target: &p.model,
+                field: "with.model".into(),
+                data: true,
+            }],
             StageParams::Command(p) => p
                 .from
                 .iter()
@@ -439,6 +457,11 @@ impl StageParams {
                 data: true,
             }],
             StageParams::ClassifierTrain(p) => vec![Reference {
+                target: &p.dataset,
+                field: "with.dataset".into(),
+                data: true,
+            }],
+            StageParams::ModelPredict(p) => vec![Reference {
                 target: &p.dataset,
                 field: "with.dataset".into(),
                 data: true,
@@ -467,7 +490,30 @@ impl StageParams {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            StageParams::ModelPredict(_) => crate::stages::predict::OUTPUTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             StageParams::Command(p) => p.outputs.clone(),
+        }
+    }
+
+    /// Files the stage reads from the workspace (glob patterns relative to the manifest's
+    /// directory), with the field naming each; their content enters the cache key.
+    pub fn input_files(&self) -> Vec<(&str, String)> {
+        match self {
+            StageParams::ClassifierTrain(p) => p
+                .pretrained
+                .iter()
+                .map(|f| (f.as_str(), "with/pretrained".to_owned()))
+                .collect(),
+            StageParams::Command(p) => p
+                .inputs
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.as_str(), format!("with/inputs/{i}")))
+                .collect(),
+            StageParams::DataAudit(_) | StageParams::ModelPredict(_) => Vec::new(),
         }
     }
 

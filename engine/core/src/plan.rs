@@ -7,7 +7,6 @@ use crate::cache::{CACHE_FORMAT, CacheKey};
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::fingerprint::{FingerprintDb, FingerprintError, hex};
 use crate::load::{Invalid, LoadedManifest};
-use crate::manifest::StageParams;
 use crate::record::LockRecord;
 use crate::source::push_segment;
 use crate::store::Store;
@@ -103,30 +102,29 @@ pub fn make_plan(
         let stage = &m.manifest.stages[id];
         let params = &m.params[id];
         let mut inputs = BTreeMap::new();
-        match params {
-            StageParams::DataAudit(_) | StageParams::ClassifierTrain(_) => {}
-            StageParams::Command(p) => {
-                for (i, pattern) in p.inputs.iter().enumerate() {
-                    match fp.pattern(&m.dir, pattern) {
-                        Ok(d) => {
-                            inputs.insert(pattern.clone(), hex(&d)[..32].to_owned());
+        for (pattern, field) in params.input_files() {
+            match fp.pattern(&m.dir, pattern) {
+                Ok(d) => {
+                    inputs.insert(pattern.to_owned(), hex(&d)[..32].to_owned());
+                }
+                Err(e) => {
+                    let hint = match e {
+                        FingerprintError::NoMatch(_) => {
+                            "create the file, or correct the path (relative to the manifest's directory)"
                         }
-                        Err(e) => {
-                            let hint = match e {
-                                FingerprintError::NoMatch(_) => {
-                                    "create the file, or correct the path (relative to the manifest's directory)"
-                                }
-                                _ => "check that the file is readable",
-                            };
-                            errors.push(
-                                m.diagnostic(
-                                    &format!("{}/with/inputs/{i}", push_segment("/stages", id)),
-                                    format!("stage `{id}`: input {e}"),
-                                )
-                                .hint(hint),
-                            );
-                        }
-                    }
+                        _ => "check that the file is readable",
+                    };
+                    let what = match field.rsplit_once('/') {
+                        Some(("with/inputs", _)) => "input".to_owned(),
+                        _ => format!("`{}`", field.trim_start_matches("with/")),
+                    };
+                    errors.push(
+                        m.diagnostic(
+                            &format!("{}/{field}", push_segment("/stages", id)),
+                            format!("stage `{id}`: {what} {e}"),
+                        )
+                        .hint(hint),
+                    );
                 }
             }
         }

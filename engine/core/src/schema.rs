@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::manifest::{Manifest, StageKind};
 use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
+use crate::stages::predict::PredictParams;
 use crate::stages::train::TrainParams;
 
 /// Where the generated schema is checked in, relative to the repository root.
@@ -21,6 +22,7 @@ pub fn manifest_schema() -> Value {
         let schema = match kind {
             StageKind::DataAudit => generator.subschema_for::<AuditParams>(),
             StageKind::ClassifierTrain => generator.subschema_for::<TrainParams>(),
+            StageKind::ModelPredict => generator.subschema_for::<PredictParams>(),
             StageKind::Command => generator.subschema_for::<CommandParams>(),
         };
         kind_params.push((*kind, schema.to_value()));

@@ -141,6 +141,16 @@ impl Catalog {
         self.items.iter().any(|i| i.lesion.is_some())
     }
 
+    /// Every image's id and path under the root, without its label or anything else: for
+    /// stages that label images themselves (`model.predict`). No label leaves the catalog
+    /// this way, so the test split's stay sealed.
+    pub fn images(&self) -> Vec<(String, PathBuf)> {
+        self.items
+            .iter()
+            .map(|i| (i.id.clone(), i.path.clone()))
+            .collect()
+    }
+
     /// How an image id appears in outputs: itself, or (DICOM identifiers) its salted hash.
     pub fn shown_id(&self, id: &str) -> String {
         if self.sensitive_ids {

@@ -9,6 +9,9 @@ mod device;
 mod error;
 pub mod images;
 mod info;
+pub mod nets;
+pub mod predict;
+pub mod sampling;
 mod selftest;
 pub mod train;
 

@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
+use engine_core::metrics::rng::Xoshiro256;
 use engine_core::metrics::{BinaryData, MulticlassData};
-use engine_core::stages::train::{Backbone, TrainParams};
+use engine_core::stages::train::{Loss, LossKind, SamplerKind, TrainParams};
 use engine_data::imagecache;
 use engine_data::salt::Salt;
 use engine_data::{Catalog, Item};
@@ -19,10 +20,12 @@ use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::images::{Augment, DeviceImages, epoch_order};
+use crate::nets::{self, Net};
+use crate::sampling;
 
 /// Serialises training in one process: libtorch's random generator (weight initialisation,
 /// dropout) and its thread count are process-wide, so two runs at once would interleave.
-static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+pub(crate) static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs a `classifier.train` job; the error says what went wrong in a sentence.
 pub fn run_stage(job: &StageJob) -> Result<(), String> {
@@ -33,7 +36,7 @@ pub fn run_stage(job: &StageJob) -> Result<(), String> {
     let _one_at_a_time = TRAINING
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::set_num_threads(job.cpus.max(1) as i32);
+    tch::set_num_threads(p.threads.unwrap_or(job.cpus).max(1) as i32);
     let data = prepare(job, &p)?;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         train(job, &p, &data, device)
@@ -56,7 +59,7 @@ struct Prepared {
     channels: usize,
 }
 
-fn progress(fraction: f64, message: &str) {
+pub(crate) fn progress(fraction: f64, message: &str) {
     println!(
         "{} {}",
         engine_core::events::PROGRESS_PREFIX,
@@ -73,11 +76,35 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
         .unwrap_or_default();
     let salt = Salt::for_workspace(&job.workspace)
         .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    let mut catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    for stage in &p.from {
+        let file = job
+            .upstream
+            .get(stage)
+            .ok_or_else(|| format!("no outputs of stage `{stage}`"))?
+            .join("attributes.csv");
+        if !file.is_file() {
+            return Err(format!("stage `{stage}` wrote no attributes.csv"));
+        }
+        engine_data::read::attach_attribute_table(&mut catalog, &file).map_err(|e| e.render())?;
+    }
+    for (name, field) in p.attribute_uses() {
+        if !catalog.attributes.iter().any(|a| a == name) {
+            return Err(format!(
+                "`{field}` names attribute `{name}`, which dataset `{}` does not have (its attributes: {})",
+                p.dataset,
+                if catalog.attributes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    catalog.attributes.join(", ")
+                }
+            ));
+        }
+    }
     let partition = catalog
         .partition(&spec.split.clone().unwrap_or_default())
         .map_err(|e| e.render())?;
-    let (mut train, mut val) = (partition.train().to_vec(), partition.val().to_vec());
+    let (train, val) = (partition.train().to_vec(), partition.val().to_vec());
     if train.is_empty() || val.is_empty() {
         return Err(format!(
             "dataset `{}` has {} training and {} validation images; both are needed",
@@ -96,37 +123,19 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
         }
     };
     let size = p.image_size as usize;
-    let dir = job.workspace.join(".engine").join("images");
     let mut caches = Vec::new();
-    for (name, items) in [("training", &mut train), ("validation", &mut val)] {
+    for (name, items) in [("training", &train), ("validation", &val)] {
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-        let key = imagecache::key(&fingerprint, &ids, size, channels);
-        let info = match imagecache::open(&dir, &key) {
-            Some(info) => info,
-            None => {
-                progress(0.0, &format!("decoding {} {name} images", items.len()));
-                let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
-                let (info, failed) = imagecache::build(
-                    &dir,
-                    &key,
-                    &paths,
-                    size,
-                    channels,
-                    job.cpus.max(1) as usize,
-                    &|_| {},
-                )
-                .map_err(|e| format!("cannot write the image cache: {e}"))?;
-                if !failed.is_empty() {
-                    // The cache keeps a blank in their place; they are left out of training.
-                    eprintln!(
-                        "{} {name} images cannot be decoded and are left out",
-                        failed.len()
-                    );
-                }
-                info
-            }
-        };
-        caches.push(info);
+        let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
+        caches.push(image_cache(
+            job,
+            &fingerprint,
+            &ids,
+            &paths,
+            size,
+            channels,
+            name,
+        )?);
     }
     let val_cache = caches.pop().ok_or("no validation cache")?;
     let train_cache = caches.pop().ok_or("no training cache")?;
@@ -140,38 +149,45 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
     })
 }
 
-/// The network for `backbone` with `classes` outputs.
-fn network(vs: &nn::Path<'_>, backbone: Backbone, channels: i64, classes: i64) -> nn::SequentialT {
-    match backbone {
-        Backbone::SmallCnn => {
-            let mut seq = nn::seq_t();
-            let mut c_in = channels;
-            for (i, c_out) in [32i64, 64, 128, 256].into_iter().enumerate() {
-                let conv = nn::ConvConfig {
-                    padding: 1,
-                    bias: false,
-                    ..Default::default()
-                };
-                seq = seq
-                    .add(nn::conv2d(vs / format!("conv{i}"), c_in, c_out, 3, conv))
-                    .add(nn::batch_norm2d(
-                        vs / format!("bn{i}"),
-                        c_out,
-                        Default::default(),
-                    ))
-                    .add_fn(|x| x.relu())
-                    .add_fn(|x| x.max_pool2d_default(2));
-                c_in = c_out;
-            }
-            seq.add_fn(|x| x.adaptive_avg_pool2d([1, 1]).flatten(1, -1))
-                .add_fn_t(|x, train| x.dropout(0.2, train))
-                .add(nn::linear(vs / "head", c_in, classes, Default::default()))
-        }
+/// The decoded images of `paths` at `size` pixels and `channels` channels, from the
+/// workspace's image cache, decoded now when not there yet.
+pub(crate) fn image_cache(
+    job: &StageJob,
+    fingerprint: &str,
+    ids: &[&str],
+    paths: &[PathBuf],
+    size: usize,
+    channels: usize,
+    name: &str,
+) -> Result<imagecache::CacheInfo, String> {
+    let dir = job.workspace.join(".engine").join("images");
+    let key = imagecache::key(fingerprint, ids, size, channels);
+    if let Some(info) = imagecache::open(&dir, &key) {
+        return Ok(info);
     }
+    progress(0.0, &format!("decoding {} {name} images", paths.len()));
+    let (info, failed) = imagecache::build(
+        &dir,
+        &key,
+        paths,
+        size,
+        channels,
+        job.cpus.max(1) as usize,
+        &|_| {},
+    )
+    .map_err(|e| format!("cannot write the image cache: {e}"))?;
+    if !failed.is_empty() {
+        // The cache keeps a blank in their place.
+        eprintln!(
+            "{} {name} images cannot be decoded and are left blank",
+            failed.len()
+        );
+    }
+    Ok(info)
 }
 
 /// The augmentation of strength `s` (0 none, 1 strongest) for `channels`-channel images.
-fn augmentation(s: f64, channels: usize) -> Augment {
+pub fn augmentation(s: f64, channels: usize) -> Augment {
     let (mean, std) = if channels == 3 {
         (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
     } else {
@@ -189,21 +205,215 @@ fn augmentation(s: f64, channels: usize) -> Augment {
     }
 }
 
+/// How the network's outputs turn into class probabilities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Head {
+    /// One logit per class and a softmax.
+    Softmax,
+    /// One logit, the positive class's, and a sigmoid (binary tasks).
+    Sigmoid,
+}
+
+impl Head {
+    /// The head `loss` needs for `k` classes.
+    fn for_loss(kind: LossKind, k: usize) -> Head {
+        if k == 2 && matches!(kind, LossKind::Bce | LossKind::Focal) {
+            Head::Sigmoid
+        } else {
+            Head::Softmax
+        }
+    }
+
+    /// Logits the network outputs for `k` classes.
+    pub fn outputs(self, k: usize) -> i64 {
+        match self {
+            Head::Softmax => k as i64,
+            Head::Sigmoid => 1,
+        }
+    }
+
+    /// The name written to `config.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Head::Softmax => "softmax",
+            Head::Sigmoid => "sigmoid",
+        }
+    }
+
+    /// Parses [`Head::as_str`].
+    pub fn from_name(s: &str) -> Option<Head> {
+        match s {
+            "softmax" => Some(Head::Softmax),
+            "sigmoid" => Some(Head::Sigmoid),
+            _ => None,
+        }
+    }
+
+    /// Class probabilities `N x k` from logits.
+    pub fn probabilities(self, logits: &Tensor) -> Tensor {
+        match self {
+            Head::Softmax => logits.softmax(-1, Kind::Float),
+            Head::Sigmoid => {
+                let p = logits.sigmoid().to_kind(Kind::Float);
+                Tensor::cat(&[p.ones_like() - &p, p], 1)
+            }
+        }
+    }
+}
+
+/// The per-image loss for `logits` against soft targets `t` (`N x k`, rows summing to 1),
+/// weighted by the class weights `w` (`k`) and averaged.
+fn loss(kind: &Loss, head: Head, logits: &Tensor, t: &Tensor, w: &Tensor) -> Tensor {
+    let weight = (t * w).sum_dim_intlist(-1, false, Kind::Float);
+    let per = match head {
+        Head::Softmax => {
+            let logp = logits.log_softmax(-1, Kind::Float);
+            match kind.kind {
+                LossKind::Focal => {
+                    let focus = (logp.exp().ones_like() - logp.exp()).pow_tensor_scalar(kind.gamma);
+                    -(t * focus * &logp).sum_dim_intlist(-1, false, Kind::Float)
+                }
+                _ => -(t * &logp).sum_dim_intlist(-1, false, Kind::Float),
+            }
+        }
+        Head::Sigmoid => {
+            let z = logits.squeeze_dim(-1).to_kind(Kind::Float);
+            let y = t.select(1, 1);
+            let ce =
+                z.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::None);
+            match kind.kind {
+                LossKind::Focal => {
+                    let p = z.sigmoid();
+                    let pt = &y * &p + (y.ones_like() - &y) * (p.ones_like() - &p);
+                    let focus = (pt.ones_like() - pt).pow_tensor_scalar(kind.gamma);
+                    let ce = ce * focus;
+                    match kind.alpha {
+                        Some(a) => ce * (&y * a + (y.ones_like() - &y) * (1.0 - a)),
+                        None => ce,
+                    }
+                }
+                _ => ce,
+            }
+        }
+    };
+    (per * &weight).sum(Kind::Float) / weight.sum(Kind::Float)
+}
+
+/// Forward unchanged; the gradient multiplied by `-lambda` on the way back.
+fn reverse_gradient(x: &Tensor, lambda: f64) -> Tensor {
+    let held = x.detach();
+    &held + (x - &held) * (-lambda)
+}
+
+/// The adversarial attribute head: pooled features and the label to one logit.
+fn adversary(vs: &nn::Path<'_>, features: i64, hidden: i64) -> nn::Sequential {
+    if hidden == 0 {
+        nn::seq().add(nn::linear(vs / 0, features, 1, Default::default()))
+    } else {
+        nn::seq()
+            .add(nn::linear(vs / 0, features, hidden, Default::default()))
+            .add_fn(|x| x.relu())
+            .add(nn::linear(vs / 2, hidden, 1, Default::default()))
+    }
+}
+
+/// Moves the average `avg` towards `live` by `1 - decay`: every variable, BatchNorm
+/// statistics included.
+fn ema_update(avg: &nn::VarStore, live: &nn::VarStore, decay: f64) {
+    let _guard = tch::no_grad_guard();
+    let src = live.variables();
+    for (name, mut t) in avg.variables() {
+        if let Some(s) = src.get(&name) {
+            let moved = &t * decay + s * (1.0 - decay);
+            t.copy_(&moved);
+        }
+    }
+}
+
+/// Checks that the parameters fit the task, in the user's words.
+fn check_fit(p: &TrainParams, k: usize) -> Result<(), String> {
+    if k != 2 && p.loss.kind == LossKind::Bce {
+        return Err(format!(
+            "`loss.kind: bce` is for binary tasks, and this dataset has {k} classes; use `cross_entropy` or `focal`"
+        ));
+    }
+    if k != 2 && p.loss.alpha.is_some() {
+        return Err(format!(
+            "`loss.alpha` weighs the positive class of a binary task, and this dataset has {k} classes; use `class_weighted: true`"
+        ));
+    }
+    if k != 2 && p.sampler.kind == SamplerKind::Ratio {
+        return Err(format!(
+            "the `ratio` sampler is for binary tasks, and this dataset has {k} classes; use `class_balanced`"
+        ));
+    }
+    Ok(())
+}
+
 fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Result<(), String> {
     let started = Instant::now();
     let seed = job.seed;
     tch::manual_seed(seed as i64);
     let k = data.catalog.classes.len();
+    check_fit(p, k)?;
+    let head = Head::for_loss(p.loss.kind, k);
     let images =
         DeviceImages::load(&data.train_cache, device, 4 << 30).map_err(|e| e.to_string())?;
     let val_images =
         DeviceImages::load(&data.val_cache, device, 1 << 30).map_err(|e| e.to_string())?;
-    let labels: Vec<i64> = data.train.iter().map(|i| i.class as i64).collect();
+    let classes: Vec<usize> = data.train.iter().map(|i| i.class).collect();
+    let labels: Vec<i64> = classes.iter().map(|c| *c as i64).collect();
     let val_labels: Vec<u32> = data.val.iter().map(|i| i.class as u32).collect();
     let labels_t = Tensor::from_slice(&labels).to_device(device);
 
-    let vs = nn::VarStore::new(device);
-    let net = network(&vs.root(), p.backbone, data.channels as i64, k as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = Net::new(
+        &vs.root(),
+        p.backbone,
+        data.channels as i64,
+        head.outputs(k),
+    );
+    let adv = p.debias.as_ref().map(|d| {
+        adversary(
+            &(vs.root() / "adversary"),
+            net.features() + k as i64,
+            i64::from(d.hidden),
+        )
+    });
+    if let Some(file) = &p.pretrained {
+        let path = job.workspace.join(file);
+        let loaded = nets::load_pretrained(&vs, &net, &path)?;
+        println!(
+            "loaded {} tensors from {file}{}{}",
+            loaded.copied,
+            if loaded.fresh_head {
+                "; the classification head starts fresh"
+            } else {
+                ""
+            },
+            if loaded.summed_channels {
+                "; the first convolution's colour weights were summed for grey images"
+            } else {
+                ""
+            }
+        );
+    }
+    // The averaged network, validated and saved instead of the live one when `ema` is set.
+    let ema = match &p.ema {
+        Some(e) => {
+            let mut avg_vs = nn::VarStore::new(device);
+            let avg = Net::new(
+                &avg_vs.root(),
+                p.backbone,
+                data.channels as i64,
+                head.outputs(k),
+            );
+            avg_vs.copy(&vs).map_err(|e| e.to_string())?;
+            avg_vs.freeze();
+            Some((avg_vs, avg, e.decay))
+        }
+        None => None,
+    };
     let mut opt = nn::AdamW {
         wd: p.weight_decay,
         ..Default::default()
@@ -212,8 +422,8 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     .map_err(|e| e.to_string())?;
     // Class weights: inverse training frequency, normalised to mean 1.
     let mut counts = vec![0f64; k];
-    for l in &labels {
-        counts[*l as usize] += 1.0;
+    for c in &classes {
+        counts[*c] += 1.0;
     }
     let weights: Vec<f32> = if p.loss.class_weighted {
         let present = counts.iter().filter(|c| **c > 0.0).count() as f64;
@@ -227,6 +437,35 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         vec![1.0; k]
     };
     let weights_t = Tensor::from_slice(&weights).to_device(device);
+    // Attribute values for the sampler and the adversary.
+    let attribute_of = |name: &str| -> Vec<Option<f64>> {
+        data.train
+            .iter()
+            .map(|i| i.attributes.get(name).copied())
+            .collect()
+    };
+    let groups = sampling::groups(
+        p.sampler.kind,
+        &classes,
+        &p.sampler
+            .attribute
+            .as_deref()
+            .map(attribute_of)
+            .unwrap_or_default(),
+    );
+    let draw_weights = sampling::weights(&p.sampler, &classes, &groups);
+    let adversary_target = p.debias.as_ref().map(|d| {
+        let values = attribute_of(&d.attribute);
+        let known: Vec<f32> = values
+            .iter()
+            .map(|v| f32::from(u8::from(v.is_some())))
+            .collect();
+        let value: Vec<f32> = values.iter().map(|v| v.unwrap_or(0.0) as f32).collect();
+        (
+            Tensor::from_slice(&value).to_device(device),
+            Tensor::from_slice(&known).to_device(device),
+        )
+    });
     let aug = augmentation(p.augment, data.channels);
     let plain = augmentation(0.0, data.channels);
     let batch = p.batch_size as usize;
@@ -243,25 +482,62 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     let mut stopped = "epochs";
     for epoch in 0..p.epochs {
         let epoch_started = Instant::now();
-        let order = epoch_order(n, seed, u64::from(epoch));
-        let mut loss_sum = 0.0;
+        let order = sampling::epoch_indices(draw_weights.as_deref(), n, seed, u64::from(epoch));
+        let mut mix_rng = Xoshiro256::stream(seed ^ 0x313C_u64, u64::from(epoch));
+        let (mut loss_sum, mut adv_sum) = (0.0, 0.0);
         for (b, chunk) in order.chunks(batch).enumerate() {
             let lr = opt_lr(step, warmup, total_steps, p.lr);
             opt.set_lr(lr);
             let x = images.batch(chunk).map_err(|e| e.to_string())?;
-            let x = aug
+            let mut x = aug
                 .apply(&x, seed ^ (u64::from(epoch) << 32), (b * batch) as u64)
                 .map_err(|e| e.to_string())?;
             let idx = Tensor::from_slice(chunk).to_device(device);
             let y = labels_t.index_select(0, &idx);
-            let logits = net.forward_t(&x, true);
-            let logp = logits.log_softmax(-1, Kind::Float);
-            let target = y.one_hot(k as i64).to_kind(Kind::Float) * (1.0 - eps) + eps / k as f64;
-            let per = -(target * &logp).sum_dim_intlist(-1, false, Kind::Float);
-            let w = weights_t.index_select(0, &y);
-            let loss = (per * &w).sum(Kind::Float) / w.sum(Kind::Float);
-            opt.backward_step(&loss);
-            let l = loss.double_value(&[]);
+            let mut t = y.one_hot(k as i64).to_kind(Kind::Float) * (1.0 - eps) + eps / k as f64;
+            let mut a = adversary_target
+                .as_ref()
+                .map(|(v, m)| (v.index_select(0, &idx), m.index_select(0, &idx)));
+            if let Some(m) = &p.mixup {
+                let lam = sampling::beta(&mut mix_rng, m.alpha);
+                let perm = epoch_order(chunk.len(), mix_rng.next_u64(), 0);
+                let perm = Tensor::from_slice(&perm).to_device(device);
+                x = &x * lam + x.index_select(0, &perm) * (1.0 - lam);
+                t = &t * lam + t.index_select(0, &perm) * (1.0 - lam);
+                a = a.map(|(v, m)| {
+                    let mixed = &v * lam + v.index_select(0, &perm) * (1.0 - lam);
+                    (mixed, &m * m.index_select(0, &perm))
+                });
+            }
+            let pooled = net.pooled(&x, true);
+            let logits = net.logits(&pooled, true);
+            let mut total = loss(&p.loss, head, &logits, &t, &weights_t);
+            let l = total.double_value(&[]);
+            if let (Some(d), Some(adv), Some((v, m))) = (&p.debias, &adv, &a) {
+                // The reversal strength ramps up from 0 (Ganin et al. 2016), and the
+                // adversary also sees the label, so that only what the features tell about
+                // the attribute beyond the label is hidden.
+                let progress = step as f64 / total_steps as f64;
+                let lambda = d.lambda * (2.0 / (1.0 + (-10.0 * progress).exp()) - 1.0);
+                let z = Tensor::cat(&[reverse_gradient(&pooled, lambda), t.shallow_clone()], 1)
+                    .apply(adv)
+                    .squeeze_dim(-1);
+                let per = z.binary_cross_entropy_with_logits::<Tensor>(
+                    v,
+                    None,
+                    None,
+                    tch::Reduction::None,
+                );
+                let adv_loss = (per * m).sum(Kind::Float) / m.sum(Kind::Float).clamp_min(1.0);
+                adv_sum += adv_loss.double_value(&[]) * chunk.len() as f64;
+                total += adv_loss;
+            }
+            opt.backward_step(&total);
+            if let Some((avg_vs, _, decay)) = &ema {
+                // Short runs would otherwise average mostly the random start.
+                let d = decay.min((1.0 + step as f64) / (10.0 + step as f64));
+                ema_update(avg_vs, &vs, d);
+            }
             if !l.is_finite() {
                 return Err(format!(
                     "the loss became {l} in epoch {}; lower `lr`",
@@ -272,24 +548,30 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             step += 1;
         }
         let train_loss = loss_sum / n as f64;
-        let probs = predict(&net, &val_images, &plain, batch, k)?;
+        let (eval_net, eval_vs) = match &ema {
+            Some((avg_vs, avg, _)) => (avg, avg_vs),
+            None => (&net, &vs),
+        };
+        let probs = predict(eval_net, head, &val_images, &plain, batch, k)?;
         let metric = validation_metric(&val_labels, &probs, k);
         let improved = best.as_ref().is_none_or(|(m, _, _)| metric > *m);
         if improved {
-            vs.save(out.join("model.safetensors"))
-                .map_err(|e| format!("cannot save the checkpoint: {e}"))?;
+            nets::save(eval_vs, &["adversary."], &out.join("model.safetensors"))?;
             best = Some((metric, epoch + 1, probs));
             since_best = 0;
         } else {
             since_best += 1;
         }
-        let line = json!({
+        let mut line = json!({
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_metric": metric,
             "lr": opt_lr(step, warmup, total_steps, p.lr),
             "seconds": epoch_started.elapsed().as_secs_f64(),
         });
+        if p.debias.is_some() {
+            line["adversary_loss"] = json!(adv_sum / n as f64);
+        }
         writeln!(curve, "{line}").ok();
         let elapsed = started.elapsed().as_secs_f64();
         let per_epoch = elapsed / f64::from(epoch + 1);
@@ -317,6 +599,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             break;
         }
     }
+    vs.freeze();
     let (metric, best_epoch, probs) = best.ok_or("no epoch ran")?;
     let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
@@ -337,6 +620,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         "image_size": p.image_size,
         "channels": data.channels,
         "classes": data.catalog.classes,
+        "head": head.as_str(),
         "target": data.catalog.target,
         "dataset": p.dataset,
         "normalise": {"mean": plain.mean, "std": plain.std},
@@ -360,7 +644,7 @@ fn opt_lr(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
     }
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
+pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
     std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
@@ -369,9 +653,10 @@ fn metric_name(k: usize) -> &'static str {
     if k == 2 { "auc" } else { "macro_auc" }
 }
 
-/// Probabilities `[class][item]` for every validation image.
-fn predict(
-    net: &nn::SequentialT,
+/// Probabilities `[class][item]` for every image of `images`.
+pub fn predict(
+    net: &Net,
+    head: Head,
     images: &DeviceImages,
     plain: &Augment,
     batch: usize,
@@ -383,9 +668,8 @@ fn predict(
     for chunk in all.chunks(batch) {
         let x = images.batch(chunk).map_err(|e| e.to_string())?;
         let x = plain.apply(&x, 0, 0).map_err(|e| e.to_string())?;
-        let p = net
-            .forward_t(&x, false)
-            .softmax(-1, Kind::Float)
+        let p = head
+            .probabilities(&net.forward_t(&x, false))
             .to_device(Device::Cpu);
         let flat: Vec<f32> = Vec::<f32>::try_from(p.flatten(0, -1)).map_err(|e| e.to_string())?;
         for (i, v) in flat.iter().enumerate() {

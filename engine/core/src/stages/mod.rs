@@ -2,4 +2,5 @@
 
 pub mod audit;
 pub mod command;
+pub mod predict;
 pub mod train;

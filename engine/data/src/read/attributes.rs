@@ -30,12 +30,14 @@ pub(crate) fn attach(
         )?;
         cols.push((name.clone(), c));
     }
-    let index: BTreeMap<String, usize> = catalog
-        .items
-        .iter()
-        .enumerate()
-        .map(|(i, item)| (item.id.clone(), i))
-        .collect();
+    // Stages write DICOM identifiers as their salted hashes (`Catalog::shown_id`).
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, item) in catalog.items.iter().enumerate() {
+        index.insert(item.id.clone(), i);
+        if catalog.sensitive_ids {
+            index.insert(catalog.shown_id(&item.id), i);
+        }
+    }
     let mut problems = Vec::new();
     for row in &table.rows {
         let id = Table::field(row, id_col);

@@ -56,6 +56,32 @@ enum Cmd {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Benchmark training speed: a network trained with AdamW and cross-entropy on random
+    /// images, the same loop as bench/train_speed.py; prints one JSON line.
+    BenchTrain {
+        /// The network (`resnet18`, `resnet50`, `efficientnet_b0`, `convnext_tiny`,
+        /// `small_cnn`).
+        #[arg(long, default_value = "resnet18")]
+        backbone: String,
+        /// Resolution.
+        #[arg(long, default_value_t = 128)]
+        size: i64,
+        /// Batch size.
+        #[arg(long, default_value_t = 32)]
+        batch: i64,
+        /// Timed steps.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// libtorch CPU threads.
+        #[arg(long, default_value_t = 2)]
+        threads: i32,
+        /// Device: `cpu`, `cuda`, `cuda:N` or `auto`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -69,6 +95,21 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Doctor { json, device } => doctor(json, &device),
         Cmd::StageExec { job } => stage_exec(&job),
+        Cmd::BenchTrain {
+            backbone,
+            size,
+            batch,
+            steps,
+            warmup,
+            threads,
+            device,
+        } => match bench_train(&backbone, size, batch, steps, warmup, threads, &device) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(1)
+            }
+        },
         Cmd::BenchImages {
             dir,
             cache,
@@ -98,6 +139,7 @@ fn stage_exec(path: &std::path::Path) -> ExitCode {
     };
     let result = match job.kind {
         engine_core::manifest::StageKind::ClassifierTrain => engine_torch::train::run_stage(&job),
+        engine_core::manifest::StageKind::ModelPredict => engine_torch::predict::run_stage(&job),
         other => Err(format!("`{}` is not a libtorch stage", other.as_str())),
     };
     match result {
@@ -215,4 +257,64 @@ fn doctor(json: bool, device: &str) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Trains `backbone` on random `batch x 3 x size x size` images for `warmup + steps` steps
+/// and prints the timed steps' images per second and median step time as one JSON line.
+fn bench_train(
+    backbone: &str,
+    size: i64,
+    batch: i64,
+    steps: usize,
+    warmup: usize,
+    threads: i32,
+    device: &str,
+) -> Result<(), String> {
+    use engine_torch::tch::nn::{self, ModuleT, OptimizerConfig};
+    use engine_torch::tch::{Kind, Tensor};
+    use std::time::Instant;
+    if steps == 0 || batch < 1 || size < 32 {
+        return Err("--steps and --batch must be at least 1, --size at least 32".into());
+    }
+    let device = engine_torch::parse_device(device).map_err(|e| e.to_string())?;
+    let kind: engine_core::stages::train::Backbone =
+        serde_json::from_value(serde_json::Value::String(backbone.to_owned()))
+            .map_err(|_| format!("unknown backbone `{backbone}`"))?;
+    engine_torch::tch::set_num_threads(threads);
+    engine_torch::tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let net = engine_torch::nets::Net::new(&vs.root(), kind, 3, 2);
+    let mut opt = nn::AdamW::default()
+        .build(&vs, 1e-3)
+        .map_err(|e| e.to_string())?;
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, device));
+    let y = Tensor::randint(2, [batch], (Kind::Int64, device));
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..warmup + steps {
+        let started = Instant::now();
+        let loss = net.forward_t(&x, true).cross_entropy_for_logits(&y);
+        opt.backward_step(&loss);
+        // Wait for the device, as the peer's `loss.item()` does.
+        let _ = loss.double_value(&[]);
+        if i >= warmup {
+            times.push(started.elapsed().as_secs_f64());
+        }
+    }
+    let total: f64 = times.iter().sum();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "side": "engine",
+            "backbone": backbone,
+            "size": size,
+            "batch": batch,
+            "steps": steps,
+            "threads": threads,
+            "images_per_second": (batch as f64 * steps as f64) / total,
+            "median_step_seconds": median,
+        })
+    );
+    Ok(())
 }
