@@ -87,3 +87,86 @@ stages:
     let (_, again) = ws.apply_json();
     assert_eq!(outcomes(&again), [("train".into(), "cached".into())]);
 }
+
+#[test]
+fn a_drain_model_labels_the_dataset_for_the_audit_and_debiased_training() {
+    assert!(worker_is_built(), "engine-worker is not beside engine");
+    let ws = Workspace::new();
+    ws.run(&[
+        "synth",
+        "chest",
+        "--out",
+        "data/chest",
+        "--n",
+        "120",
+        "--size",
+        "32",
+        "--neatx",
+        "120",
+    ])
+    .code(0);
+    ws.manifest(
+        r#"
+version: 1
+name: drains
+seed: 3
+datasets:
+  siim: {format: siim-acr, root: data/chest, split: {val: 0.25, seed: 1}}
+  neatx: {format: csv-images, root: data/chest/neatx, labels: drains.csv, target: drain, split: {val: 0.25, seed: 1}}
+stages:
+  drain_model:
+    uses: classifier.train
+    with: {dataset: neatx, image_size: 32, epochs: 2, batch_size: 16, device: cpu, loss: {kind: bce}}
+  drain_labels:
+    uses: model.predict
+    with: {model: drain_model, dataset: siim, as_attribute: chest_drain, device: cpu}
+  audit:
+    uses: data.audit
+    with: {dataset: siim, from: [drain_labels]}
+  train:
+    uses: classifier.train
+    with:
+      dataset: siim
+      image_size: 32
+      epochs: 1
+      batch_size: 16
+      device: cpu
+      from: [drain_labels]
+      sampler: {kind: group_balanced, attribute: chest_drain}
+      debias: {kind: gradient_reversal, attribute: chest_drain_prob}
+      segmentation: {weight: 0.5}
+"#,
+    );
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0, "{summary}");
+    let mut got = outcomes(&summary);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("audit".into(), "succeeded".into()),
+            ("drain_labels".into(), "succeeded".into()),
+            ("drain_model".into(), "succeeded".into()),
+            ("train".into(), "succeeded".into()),
+        ]
+    );
+    let lock: Value = serde_norway::from_str(&ws.read("pipeline.lock")).unwrap();
+    assert!(
+        lock["stages"]["drain_labels"]["outputs"]["attributes.csv"].is_string(),
+        "{lock:?}"
+    );
+    // The audit saw the predicted attribute.
+    let audit = ws
+        .entries("cache")
+        .into_iter()
+        .map(|e| e.join("out/summary.md"))
+        .find(|p| p.is_file())
+        .unwrap();
+    let summary_md = std::fs::read_to_string(audit).unwrap();
+    assert!(summary_md.contains("chest_drain"), "{summary_md}");
+    let (_, again) = ws.apply_json();
+    assert!(
+        outcomes(&again).iter().all(|(_, o)| o == "cached"),
+        "{again}"
+    );
+}

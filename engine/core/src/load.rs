@@ -581,6 +581,20 @@ impl Partial<'_> {
                 Some("remove it, or set `kind: ratio`".into()),
             );
         }
+        if p.segmentation.is_some()
+            && let Some(ds) = self.datasets.get(&p.dataset)
+            && ds.format != crate::manifest::DatasetFormat::SiimAcr
+        {
+            self.at(
+                &format!("{stage_pointer}/with/segmentation"),
+                format!(
+                    "stage `{id}`: the auxiliary segmentation head needs masks, and dataset `{}` (format `{}`) has none",
+                    p.dataset,
+                    ds.format.as_str()
+                ),
+                Some("remove `segmentation`, or train on a dataset with masks (`siim-acr`)".into()),
+            );
+        }
         for (i, from) in p.from.iter().enumerate() {
             if let Some(other) = all.get(from)
                 && matches!(

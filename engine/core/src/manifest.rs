@@ -395,7 +395,7 @@ pub enum StageParams {
     /// Parameters of a `data.audit` stage.
     DataAudit(AuditParams),
     /// Parameters of a `classifier.train` stage.
-    ClassifierTrain(TrainParams),
+    ClassifierTrain(Box<TrainParams>),
     /// Parameters of a `model.predict` stage.
     ModelPredict(PredictParams),
     /// Parameters of a `command` stage.

@@ -21,6 +21,10 @@ use crate::image::Decoded;
 pub struct Header {
     /// `PatientID`, when set.
     pub patient_id: Option<String>,
+    /// `Columns` (the width), when set.
+    pub columns: Option<u32>,
+    /// `Rows` (the height), when set.
+    pub rows: Option<u32>,
 }
 
 /// Reads the header (everything before the pixel data).
@@ -31,6 +35,8 @@ pub fn read_header(path: &Path) -> Result<Header, String> {
         .map_err(|e| format!("not a readable DICOM file: {e}"))?;
     Ok(Header {
         patient_id: string(&obj, tags::PATIENT_ID),
+        columns: uint(&obj, tags::COLUMNS),
+        rows: uint(&obj, tags::ROWS),
     })
 }
 

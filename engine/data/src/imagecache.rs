@@ -121,13 +121,42 @@ pub fn build(
     threads: usize,
     progress: &(dyn Fn(usize) + Sync),
 ) -> std::io::Result<(CacheInfo, Vec<Failed>)> {
+    let produce = |i: usize| -> Result<Vec<u8>, String> {
+        crate::image::decode(&paths[i]).map(|d| resize_chw(&d, size, channels))
+    };
+    build_with(
+        dir,
+        key,
+        paths.len(),
+        size,
+        channels,
+        threads,
+        progress,
+        &produce,
+    )
+}
+
+/// Writes the cache file `dir/<key>.u8` of `n` samples, each `channels x size x size` as
+/// `produce(i)` makes it (on `threads` threads); a sample it cannot make becomes zeros and
+/// is reported in the result.
+#[allow(clippy::too_many_arguments)]
+pub fn build_with(
+    dir: &Path,
+    key: &str,
+    n: usize,
+    size: usize,
+    channels: usize,
+    threads: usize,
+    progress: &(dyn Fn(usize) + Sync),
+    produce: &(dyn Fn(usize) -> Result<Vec<u8>, String> + Sync),
+) -> std::io::Result<(CacheInfo, Vec<Failed>)> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{key}.u8"));
     let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
     let file = std::fs::File::create(&tmp)?;
-    file.write_all_at(&header(paths.len(), channels, size, key), 0)?;
+    file.write_all_at(&header(n, channels, size, key), 0)?;
     let per_image = channels * size * size;
-    file.set_len(HEADER_BYTES + (paths.len() * per_image) as u64)?;
+    file.set_len(HEADER_BYTES + (n * per_image) as u64)?;
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let failed = std::sync::Mutex::new(Vec::new());
@@ -137,11 +166,23 @@ pub fn build(
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= paths.len() {
+                    if i >= n {
                         break;
                     }
-                    let samples = match crate::image::decode(&paths[i]) {
-                        Ok(d) => resize_chw(&d, size, channels),
+                    let samples = match produce(i) {
+                        Ok(v) if v.len() == per_image => v,
+                        Ok(v) => {
+                            if let Ok(mut f) = failed.lock() {
+                                f.push(Failed {
+                                    index: i,
+                                    reason: format!(
+                                        "made {} samples instead of {per_image}",
+                                        v.len()
+                                    ),
+                                });
+                            }
+                            vec![0u8; per_image]
+                        }
                         Err(reason) => {
                             if let Ok(mut f) = failed.lock() {
                                 f.push(Failed { index: i, reason });
@@ -174,7 +215,7 @@ pub fn build(
     failed.sort_by_key(|f| f.index);
     let info = CacheInfo {
         path,
-        n: paths.len(),
+        n,
         channels,
         size,
         key: key.to_owned(),

@@ -17,6 +17,7 @@ mod error;
 pub mod image;
 pub mod imagecache;
 mod item;
+pub mod masks;
 mod par;
 pub mod read;
 pub mod rle;

@@ -126,6 +126,18 @@ impl Augment {
     /// sample's parameters come from its own stream of `seed`, so results do not depend on
     /// the device or the batch size.
     pub fn apply(&self, batch: &Tensor, seed: u64, first_index: u64) -> Result<Tensor, Error> {
+        Ok(self.apply_with_masks(batch, None, seed, first_index)?.0)
+    }
+
+    /// [`Augment::apply`], with uint8 masks `N x 1 x S x S` (255 inside) moved by the same
+    /// flips and affine warps (bilinear, zeros outside) into floats from 0 to 1.
+    pub fn apply_with_masks(
+        &self,
+        batch: &Tensor,
+        masks: Option<&Tensor>,
+        seed: u64,
+        first_index: u64,
+    ) -> Result<(Tensor, Option<Tensor>), Error> {
         let size = batch.size();
         let (n, c) = (size[0], size[1]);
         let dev = batch.device();
@@ -167,6 +179,15 @@ impl Augment {
         let grid = Tensor::f_affine_grid_generator(&theta, [n, c, size[2], size[3]], false)?;
         // Bilinear, border padding.
         let mut x = x.f_grid_sampler_2d(&grid, 0, 1, false)?;
+        let masks = match masks {
+            Some(m) => {
+                let mut m = m.f_to_kind(Kind::Float)?;
+                let _ = m.f_div_scalar_(255.0)?;
+                // Bilinear, zeros outside: nothing is inside beyond the image.
+                Some(m.f_grid_sampler_2d(&grid, 0, 0, false)?)
+            }
+            None => None,
+        };
         let b = Tensor::from_slice(&bright)
             .f_view([n, 1, 1, 1])?
             .f_to_device(dev)?;
@@ -192,7 +213,7 @@ impl Augment {
             .f_to_device(dev)?;
         let _ = x.f_sub_(&m)?;
         let _ = x.f_div_(&sd)?;
-        Ok(x)
+        Ok((x, masks))
     }
 }
 

@@ -157,7 +157,22 @@ impl Net {
 
     /// Pooled features, `N x features`.
     pub fn pooled(&self, x: &Tensor, train: bool) -> Tensor {
-        let map = match &self.body {
+        self.pool(&self.feature_map(x, train))
+    }
+
+    /// Pooled features from a feature map.
+    pub fn pool(&self, map: &Tensor) -> Tensor {
+        let pooled = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        match &self.head_norm {
+            Some(norm) => pooled.apply(norm),
+            None => pooled,
+        }
+    }
+
+    /// The backbone's last feature map, `N x features x H x W` (a 32nd of the input's size
+    /// for the torchvision and timm networks, a 16th for `small_cnn`).
+    pub fn feature_map(&self, x: &Tensor, train: bool) -> Tensor {
+        match &self.body {
             Body::Small(layers) => {
                 let mut x = x.shallow_clone();
                 for (conv, bn) in layers {
@@ -172,11 +187,6 @@ impl Net {
             Body::Resnet(r) => r.forward_t(x, train),
             Body::Effnet(e) => e.forward_t(x, train),
             Body::Convnext(c) => c.forward_t(x, train),
-        };
-        let pooled = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        match &self.head_norm {
-            Some(norm) => pooled.apply(norm),
-            None => pooled,
         }
     }
 

@@ -56,6 +56,8 @@ struct Prepared {
     val: Vec<Item>,
     train_cache: imagecache::CacheInfo,
     val_cache: imagecache::CacheInfo,
+    /// The training images' masks, when the segmentation head is on.
+    train_masks: Option<imagecache::CacheInfo>,
     channels: usize,
 }
 
@@ -139,12 +141,44 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
     }
     let val_cache = caches.pop().ok_or("no validation cache")?;
     let train_cache = caches.pop().ok_or("no training cache")?;
+    let train_masks = match &p.segmentation {
+        Some(_) => {
+            if !engine_data::masks::has_masks(spec.format) {
+                return Err(format!(
+                    "the auxiliary segmentation head needs masks, and dataset `{}` (format `{}`) has none",
+                    p.dataset,
+                    spec.format.as_str()
+                ));
+            }
+            let masks = engine_data::masks::Masks::read(spec, root).map_err(|e| e.render())?;
+            let images: Vec<(&str, PathBuf)> = train
+                .iter()
+                .map(|i| (i.id.as_str(), root.join(&i.path)))
+                .collect();
+            let ids: Vec<&str> = images.iter().map(|(id, _)| *id).collect();
+            let key = imagecache::key(&format!("{fingerprint}:masks"), &ids, size, 1);
+            let dir = job.workspace.join(".engine").join("images");
+            let (info, failed) = masks
+                .cache(&dir, &key, &images, size, job.cpus.max(1) as usize)
+                .map_err(|e| format!("cannot write the mask cache: {e}"))?;
+            if let Some(f) = failed.first() {
+                return Err(format!(
+                    "the mask of {} cannot be made: {}",
+                    catalog.shown_item(&train[f.index]),
+                    f.reason
+                ));
+            }
+            Some(info)
+        }
+        None => None,
+    };
     Ok(Prepared {
         catalog,
         train,
         val,
         train_cache,
         val_cache,
+        train_masks,
         channels,
     })
 }
@@ -380,6 +414,19 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             i64::from(d.hidden),
         )
     });
+    let segmentation = p.segmentation.as_ref().map(|_| {
+        nn::conv2d(
+            vs.root() / "segmentation",
+            net.features(),
+            1,
+            1,
+            Default::default(),
+        )
+    });
+    let masks = match &data.train_masks {
+        Some(info) => Some(DeviceImages::load(info, device, 1 << 30).map_err(|e| e.to_string())?),
+        None => None,
+    };
     if let Some(file) = &p.pretrained {
         let path = job.workspace.join(file);
         let loaded = nets::load_pretrained(&vs, &net, &path)?;
@@ -480,17 +527,27 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     let mut since_best = 0u32;
     let mut step = 0usize;
     let mut stopped = "epochs";
+    let mut last_report = Instant::now();
     for epoch in 0..p.epochs {
         let epoch_started = Instant::now();
         let order = sampling::epoch_indices(draw_weights.as_deref(), n, seed, u64::from(epoch));
         let mut mix_rng = Xoshiro256::stream(seed ^ 0x313C_u64, u64::from(epoch));
-        let (mut loss_sum, mut adv_sum) = (0.0, 0.0);
+        let (mut loss_sum, mut adv_sum, mut seg_sum) = (0.0, 0.0, 0.0);
         for (b, chunk) in order.chunks(batch).enumerate() {
             let lr = opt_lr(step, warmup, total_steps, p.lr);
             opt.set_lr(lr);
             let x = images.batch(chunk).map_err(|e| e.to_string())?;
-            let mut x = aug
-                .apply(&x, seed ^ (u64::from(epoch) << 32), (b * batch) as u64)
+            let m = match &masks {
+                Some(all) => Some(all.batch(chunk).map_err(|e| e.to_string())?),
+                None => None,
+            };
+            let (mut x, mut m) = aug
+                .apply_with_masks(
+                    &x,
+                    m.as_ref(),
+                    seed ^ (u64::from(epoch) << 32),
+                    (b * batch) as u64,
+                )
                 .map_err(|e| e.to_string())?;
             let idx = Tensor::from_slice(chunk).to_device(device);
             let y = labels_t.index_select(0, &idx);
@@ -498,21 +555,37 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             let mut a = adversary_target
                 .as_ref()
                 .map(|(v, m)| (v.index_select(0, &idx), m.index_select(0, &idx)));
-            if let Some(m) = &p.mixup {
-                let lam = sampling::beta(&mut mix_rng, m.alpha);
+            if let Some(mixup) = &p.mixup {
+                let lam = sampling::beta(&mut mix_rng, mixup.alpha);
                 let perm = epoch_order(chunk.len(), mix_rng.next_u64(), 0);
                 let perm = Tensor::from_slice(&perm).to_device(device);
                 x = &x * lam + x.index_select(0, &perm) * (1.0 - lam);
                 t = &t * lam + t.index_select(0, &perm) * (1.0 - lam);
+                m = m.map(|masks| &masks * lam + masks.index_select(0, &perm) * (1.0 - lam));
                 a = a.map(|(v, m)| {
                     let mixed = &v * lam + v.index_select(0, &perm) * (1.0 - lam);
                     (mixed, &m * m.index_select(0, &perm))
                 });
             }
-            let pooled = net.pooled(&x, true);
+            let map = net.feature_map(&x, true);
+            let pooled = net.pool(&map);
             let logits = net.logits(&pooled, true);
             let mut total = loss(&p.loss, head, &logits, &t, &weights_t);
             let l = total.double_value(&[]);
+            if let (Some(s), Some(conv), Some(m)) = (&p.segmentation, &segmentation, &m) {
+                let size = m.size();
+                let z = map
+                    .apply(conv)
+                    .upsample_bilinear2d([size[2], size[3]], false, None, None);
+                let seg = z.binary_cross_entropy_with_logits::<Tensor>(
+                    m,
+                    None,
+                    None,
+                    tch::Reduction::Mean,
+                );
+                seg_sum += seg.double_value(&[]) * chunk.len() as f64;
+                total += seg * s.weight;
+            }
             if let (Some(d), Some(adv), Some((v, m))) = (&p.debias, &adv, &a) {
                 // The reversal strength ramps up from 0 (Ganin et al. 2016), and the
                 // adversary also sees the label, so that only what the features tell about
@@ -546,6 +619,22 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             }
             loss_sum += l * chunk.len() as f64;
             step += 1;
+            if last_report.elapsed().as_secs_f64() >= 2.0 {
+                last_report = Instant::now();
+                let done = f64::from(epoch) + (b + 1) as f64 / steps_per_epoch as f64;
+                let rate = started.elapsed().as_secs_f64() / done;
+                progress(
+                    done / f64::from(p.epochs),
+                    &format!(
+                        "epoch {}/{} batch {}/{steps_per_epoch} loss {:.4} ETA {:.0}s",
+                        epoch + 1,
+                        p.epochs,
+                        b + 1,
+                        loss_sum / ((b * batch + chunk.len()) as f64),
+                        rate * (f64::from(p.epochs) - done)
+                    ),
+                );
+            }
         }
         let train_loss = loss_sum / n as f64;
         let (eval_net, eval_vs) = match &ema {
@@ -556,7 +645,11 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         let metric = validation_metric(&val_labels, &probs, k);
         let improved = best.as_ref().is_none_or(|(m, _, _)| metric > *m);
         if improved {
-            nets::save(eval_vs, &["adversary."], &out.join("model.safetensors"))?;
+            nets::save(
+                eval_vs,
+                &["adversary.", "segmentation."],
+                &out.join("model.safetensors"),
+            )?;
             best = Some((metric, epoch + 1, probs));
             since_best = 0;
         } else {
@@ -571,6 +664,9 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         });
         if p.debias.is_some() {
             line["adversary_loss"] = json!(adv_sum / n as f64);
+        }
+        if p.segmentation.is_some() {
+            line["segmentation_loss"] = json!(seg_sum / n as f64);
         }
         writeln!(curve, "{line}").ok();
         let elapsed = started.elapsed().as_secs_f64();

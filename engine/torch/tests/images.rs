@@ -104,3 +104,38 @@ fn epochs_are_seeded_permutations() {
     assert_ne!(e0, epoch_order(100, 3, 1));
     assert_ne!(e0, epoch_order(100, 4, 0));
 }
+
+#[test]
+fn masks_move_with_their_images() {
+    // A bright square away from the borders, as image and as mask.
+    let mut img = vec![0u8; 4 * 32 * 32];
+    for n in 0..4 {
+        for y in 10..20 {
+            for x in 8..18 {
+                img[n * 1024 + y * 32 + x] = 255;
+            }
+        }
+    }
+    let batch = engine_torch::tch::Tensor::from_slice(&img).view([4, 1, 32, 32]);
+    let aug = Augment {
+        hflip: 0.5,
+        rotate_deg: 20.0,
+        translate: 0.1,
+        scale: (0.8, 1.2),
+        ..identity()
+    };
+    let (x, m) = aug.apply_with_masks(&batch, Some(&batch), 9, 0).unwrap();
+    let m = m.unwrap();
+    assert_eq!(m.size(), vec![4, 1, 32, 32]);
+    let diff = (&x - &m).abs().max().double_value(&[]);
+    assert!(diff < 1e-6, "image and mask differ by {diff}");
+    // And they did move.
+    let moved = (&m - batch.to_kind(Kind::Float) / 255.0)
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(moved > 0.5);
+    // Without masks, the images are the same as before.
+    let plain = aug.apply(&batch, 9, 0).unwrap();
+    assert_eq!((&plain - &x).abs().max().double_value(&[]), 0.0);
+}

@@ -84,6 +84,10 @@ pub struct TrainParams {
     /// Debiasing against an attribute the model must not rely on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debias: Option<Debias>,
+    /// An auxiliary segmentation head on the backbone's feature map, trained on the
+    /// dataset's masks (SIIM-ACR); it is training machinery, not part of the saved model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segmentation: Option<Segmentation>,
     /// An exponential moving average of the weights, validated and saved instead of the raw
     /// weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +227,20 @@ pub enum DebiasKind {
     // A gradient-reversal layer in front of an adversarial attribute head.
     #[serde(rename = "gradient_reversal")]
     GradientReversal,
+}
+
+/// The auxiliary segmentation head's share of the loss.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Segmentation {
+    /// Weight of the per-pixel binary cross-entropy against the mask.
+    #[serde(default = "default_segmentation_weight")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub weight: f64,
+}
+
+fn default_segmentation_weight() -> f64 {
+    0.5
 }
 
 /// An exponential moving average of the weights.
