@@ -225,6 +225,10 @@ fn every_technique_trains_and_the_same_seed_still_gives_the_same_checkpoint() {
             "resnet",
             serde_json::json!({"backbone": "resnet18", "threads": 1}),
         ),
+        (
+            "seg",
+            serde_json::json!({"segmentation": {"weight": 0.5}, "mixup": {"alpha": 0.2}}),
+        ),
         // Everything random at once: the run must still be reproducible.
         (
             "all",
@@ -253,6 +257,18 @@ fn every_technique_trains_and_the_same_seed_still_gives_the_same_checkpoint() {
             "softmax"
         };
         assert_eq!(config["head"], head, "{name}");
+        if name == "seg" {
+            let curve = std::fs::read_to_string(ws.path().join("seg/curve.jsonl")).unwrap();
+            let line: serde_json::Value =
+                serde_json::from_str(curve.lines().next().unwrap()).unwrap();
+            let seg = line["segmentation_loss"].as_f64().unwrap();
+            assert!(seg.is_finite() && seg > 0.0, "{line}");
+            let saved = engine_torch::tch::Tensor::read_safetensors(
+                ws.path().join("seg/model.safetensors"),
+            )
+            .unwrap();
+            assert!(saved.iter().all(|(k, _)| !k.starts_with("segmentation")));
+        }
         if name == "all" {
             engine_torch::train::run_stage(&job(ws.path(), "all-again", &spec, params, 5)).unwrap();
             let bytes =
