@@ -570,3 +570,271 @@ fn flags_that_do_not_fit_the_task_are_refused() {
         );
     }
 }
+
+/// Predictions of a good model (`a`) and of one that leans on the drain (`b`) for the same
+/// 400 cases of 200 patients.
+fn two_models(ws: &Workspace) {
+    let mut state = 12345u64;
+    let mut unit = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let (mut a, mut b) = (
+        String::from("id,label,prob,patient,drain\n"),
+        String::from("id,patient,label,prob,drain\n"),
+    );
+    let mut rows = Vec::new();
+    for i in 0..400 {
+        let label = u8::from(i % 3 == 0);
+        let drain = u8::from(unit() < if label == 1 { 0.6 } else { 0.1 });
+        let pa = (0.35 * f64::from(label) + 0.65 * unit()).clamp(0.0, 1.0);
+        let pb = (0.05 * f64::from(label) + 0.35 * f64::from(drain) + 0.6 * unit()).clamp(0.0, 1.0);
+        rows.push((i, label, pa, pb, drain));
+    }
+    for (i, label, pa, _, drain) in &rows {
+        a.push_str(&format!("c{i},{label},{pa},p{},{drain}\n", i / 2));
+    }
+    // The baseline's file lists the cases in another order.
+    for (i, label, _, pb, drain) in rows.iter().rev() {
+        b.push_str(&format!("c{i},p{},{label},{pb},{drain}\n", i / 2));
+    }
+    ws.file("a.csv", &a);
+    ws.file("b.csv", &b);
+}
+
+#[test]
+fn paired_comparison_with_a_baseline() {
+    let ws = Workspace::new();
+    two_models(&ws);
+    let args = [
+        "metrics",
+        "--task",
+        "binary",
+        "--preds",
+        "a.csv",
+        "--compare",
+        "b.csv",
+        "--attribute",
+        "drain",
+        "--bootstrap",
+        "500",
+        "--json",
+    ];
+    let v = json(&ws.run(&args).code(0));
+    let c = &v["comparison"];
+    assert_eq!(c["baseline"], "b.csv");
+    let auc = &c["paired"]["auc"];
+    assert_eq!(auc["model"], v["metrics"]["auc"]["value"]);
+    let diff = auc["difference"].as_f64().unwrap();
+    assert!(diff > 0.05, "{auc}");
+    let ci = auc["ci"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() > 0.0, "{auc}");
+    assert!(auc["p_value"].as_f64().unwrap() < 0.01, "{auc}");
+    assert!(c["delong"]["p_value"].as_f64().unwrap() < 0.01, "{c}");
+    near(&c["delong"]["difference"], &auc["difference"], 1e-12);
+    // The baseline leans on the drain; the model does not.
+    let reduction = c["relative_reduction"]["partial_correlation"]
+        .as_f64()
+        .unwrap();
+    assert!(reduction > 0.5, "{c}");
+    assert!(
+        c["paired"]["confound/partial_correlation"]["p_value"]
+            .as_f64()
+            .unwrap()
+            < 0.01
+    );
+
+    // A model against itself: no difference, p = 1.
+    let same = [
+        "metrics",
+        "--task",
+        "binary",
+        "--preds",
+        "a.csv",
+        "--compare",
+        "a.csv",
+        "--bootstrap",
+        "200",
+        "--json",
+    ];
+    let v = json(&ws.run(&same).code(0));
+    assert_eq!(v["comparison"]["paired"]["auc"]["difference"], 0.0);
+    assert_eq!(v["comparison"]["paired"]["auc"]["p_value"], 1.0);
+
+    // The table says it in words.
+    let text = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "binary",
+            "--preds",
+            "a.csv",
+            "--compare",
+            "b.csv",
+            "--bootstrap",
+            "100",
+        ])
+        .code(0)
+        .stdout;
+    assert!(
+        text.contains("paired bootstrap against b.csv") && text.contains("DeLong's test"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_baseline_for_other_cases_is_refused() {
+    let ws = Workspace::new();
+    two_models(&ws);
+    ws.file("short.csv", "id,label,prob\nc0,1,0.5\nc1,0,0.5\n");
+    ws.file(
+        "relabelled.csv",
+        &ws.read("b.csv").replacen("c399,p199,1,", "c399,p199,0,", 1),
+    );
+    for (file, message) in [
+        ("short.csv", "case `c2` of a.csv is not in short.csv"),
+        (
+            "relabelled.csv",
+            "case `c399` is labelled 1 in a.csv but 0 in relabelled.csv",
+        ),
+    ] {
+        let r = ws
+            .run(&[
+                "metrics",
+                "--task",
+                "binary",
+                "--preds",
+                "a.csv",
+                "--compare",
+                file,
+                "--bootstrap",
+                "10",
+            ])
+            .code(2);
+        assert!(r.stderr.contains(message), "{}", r.stderr);
+    }
+    let r = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "detection",
+            "--gt",
+            "g.json",
+            "--dets",
+            "d.json",
+            "--compare",
+            "b.csv",
+        ])
+        .code(2);
+    assert!(
+        r.stderr
+            .contains("--compare does not apply to --task detection"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn multiclass_paired_comparison() {
+    let ws = Workspace::new();
+    let text = std::fs::read_to_string(fixture("multiclass_5.csv")).unwrap();
+    // The baseline: the same cases with each row's probabilities flattened towards uniform.
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let k = header.split(',').count() - 2;
+    let mut flat = format!("{header}\n");
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let probs: Vec<String> = fields[2..]
+            .iter()
+            .map(|p| format!("{}", 0.2 * p.parse::<f64>().unwrap() + 0.8 / k as f64))
+            .collect();
+        flat.push_str(&format!(
+            "{},{},{}\n",
+            fields[0],
+            fields[1],
+            probs.join(",")
+        ));
+    }
+    ws.file("flat.csv", &flat);
+    let preds = fixture("multiclass_5.csv");
+    let v = json(
+        &ws.run(&[
+            "metrics",
+            "--task",
+            "multiclass",
+            "--preds",
+            &preds,
+            "--compare",
+            "flat.csv",
+            "--bootstrap",
+            "200",
+            "--json",
+        ])
+        .code(0),
+    );
+    let paired = &v["comparison"]["paired"];
+    // A monotone rescaling of every row keeps each class's ranking: the AUCs are equal.
+    near(
+        &paired["macro_auc"]["difference"],
+        &serde_json::json!(0.0),
+        1e-12,
+    );
+    assert_eq!(
+        paired["macro_auc"]["model"],
+        v["metrics"]["macro_auc"]["value"]
+    );
+    assert!(
+        paired["balanced_accuracy"]["p_value"].is_number(),
+        "{paired}"
+    );
+
+    // The same classes in another column order are matched by name.
+    let swapped: String = flat
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.swap(2, 3);
+            f.join(",") + "\n"
+        })
+        .collect();
+    ws.file("swapped.csv", &swapped);
+    let w = json(
+        &ws.run(&[
+            "metrics",
+            "--task",
+            "multiclass",
+            "--preds",
+            "flat.csv",
+            "--compare",
+            "swapped.csv",
+            "--bootstrap",
+            "50",
+            "--json",
+        ])
+        .code(0),
+    );
+    assert_eq!(w["comparison"]["paired"]["macro_auc"]["difference"], 0.0);
+    // Another set of classes is refused.
+    ws.file("other.csv", &flat.replace("vasc", "vascular"));
+    let r = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "multiclass",
+            "--preds",
+            &preds,
+            "--compare",
+            "other.csv",
+            "--bootstrap",
+            "10",
+        ])
+        .code(2);
+    assert!(
+        r.stderr.contains("paired tests need the same classes"),
+        "{}",
+        r.stderr
+    );
+}

@@ -135,6 +135,12 @@ stages:
       sampler: {kind: group_balanced, attribute: chest_drain}
       debias: {kind: gradient_reversal, attribute: chest_drain_prob}
       segmentation: {weight: 0.5}
+  plain:
+    uses: classifier.train
+    with: {dataset: siim, image_size: 32, epochs: 1, batch_size: 16, device: cpu, from: [drain_labels]}
+  evaluate:
+    uses: evaluate
+    with: {model: train, baseline: plain, confound: chest_drain_prob, bootstrap: 200}
 "#,
     );
     let (code, summary) = ws.apply_json();
@@ -147,9 +153,37 @@ stages:
             ("audit".into(), "succeeded".into()),
             ("drain_labels".into(), "succeeded".into()),
             ("drain_model".into(), "succeeded".into()),
+            ("evaluate".into(), "succeeded".into()),
+            ("plain".into(), "succeeded".into()),
             ("train".into(), "succeeded".into()),
         ]
     );
+    // The evaluation: metrics with intervals, the confound analysis, and the paired tests
+    // against the plain model, naming stages rather than cache paths.
+    let metrics: Value = ws
+        .entries("cache")
+        .into_iter()
+        .map(|e| e.join("out/metrics.json"))
+        .filter(|p| p.is_file())
+        .map(|p| serde_json::from_str::<Value>(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .find(|v| v.get("comparison").is_some())
+        .expect("the evaluate stage's metrics.json");
+    assert_eq!(metrics["model"], "train");
+    assert_eq!(metrics["comparison"]["baseline"], "plain");
+    assert!(metrics["metrics"]["auc"]["ci"].is_array(), "{metrics}");
+    assert!(
+        metrics["metrics"]["confound/partial_correlation"]["value"].is_number(),
+        "{metrics}"
+    );
+    assert!(
+        metrics["comparison"]["paired"]["auc"]["p_value"].is_number(),
+        "{metrics}"
+    );
+    assert!(
+        metrics["comparison"]["delong"]["p_value"].is_number(),
+        "{metrics}"
+    );
+    assert!(!metrics.to_string().contains(".engine/cache"), "{metrics}");
     let lock: Value = serde_norway::from_str(&ws.read("pipeline.lock")).unwrap();
     assert!(
         lock["stages"]["drain_labels"]["outputs"]["attributes.csv"].is_string(),

@@ -119,6 +119,7 @@ pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
     }
     let result = match job.kind {
         engine_core::manifest::StageKind::DataAudit => crate::data::run_audit_stage(&job),
+        engine_core::manifest::StageKind::Evaluate => crate::evaluate::run_evaluate_stage(&job),
         _ => engine_core::job::run_core_job(&job),
     };
     match result {

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod data;
 mod doctor;
+mod evaluate;
 mod metrics;
 mod parse;
 mod progress;

@@ -1,12 +1,15 @@
 //! `engine metrics`: evaluation metrics with bootstrap confidence intervals, printed as a
 //! table or as JSON (`{"metrics": {"auc": {"value": x, "ci": [lo, hi]}, ...}, "n": ...}`).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use engine_core::metrics::bootstrap::PairedTest;
 use engine_core::metrics::coco::read_detection;
+use engine_core::metrics::delong::delong_test;
 use engine_core::metrics::predictions::{read_binary, read_multiclass};
 use engine_core::metrics::{
     BinaryData, BinaryMetrics, BinaryOptions, Bootstrap, CONFOUND_NAMES, ConfoundData,
@@ -23,14 +26,16 @@ const MAX_RESAMPLES: usize = 1_000_000;
 
 /// What to evaluate, checked.
 #[derive(Debug)]
-enum Input {
+pub(crate) enum Input {
     Binary {
         preds: PathBuf,
         options: BinaryOptions,
         attribute: Option<String>,
+        compare: Option<PathBuf>,
     },
     Multiclass {
         preds: PathBuf,
+        compare: Option<PathBuf>,
     },
     Detection {
         gt: PathBuf,
@@ -69,6 +74,7 @@ impl MetricsArgs {
         only("at-specificity", self.at_specificity.is_some(), &[Binary])?;
         only("at-sensitivity", self.at_sensitivity.is_some(), &[Binary])?;
         only("attribute", self.attribute.is_some(), &[Binary])?;
+        only("compare", self.compare.is_some(), &[Binary, Multiclass])?;
         only(
             "score-threshold",
             self.score_threshold.is_some(),
@@ -92,6 +98,7 @@ impl MetricsArgs {
                     at_sensitivity: rate("at-sensitivity", self.at_sensitivity, 0.9)?,
                 },
                 attribute: self.attribute,
+                compare: self.compare,
             },
             Multiclass => Input::Multiclass {
                 preds: need(
@@ -99,6 +106,7 @@ impl MetricsArgs {
                     self.preds,
                     "FILE.csv (columns id,label,CLASS1,CLASS2,...)",
                 )?,
+                compare: self.compare,
             },
             Detection => {
                 if let Some(t) = self.score_threshold
@@ -129,7 +137,7 @@ fn task_name(task: MetricsTask) -> &'static str {
 }
 
 /// The evaluation, ready to print.
-struct Report {
+pub(crate) struct Report {
     /// Everything but the metrics, in JSON.
     header: Map<String, Value>,
     /// Lines above the table.
@@ -138,6 +146,8 @@ struct Report {
     metrics: Vec<(String, String, Estimate)>,
     /// Lines below the table.
     notes: Vec<String>,
+    /// The paired comparison with a baseline: (name, label, test).
+    paired: Vec<(String, String, PairedTest)>,
 }
 
 /// Runs `engine metrics`.
@@ -183,10 +193,11 @@ fn emit(text: &str) -> anyhow::Result<()> {
 }
 
 /// Reads the input and computes the metrics; an error is a message for the user.
-fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
+pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
     let mut header = Map::new();
     let mut summary = Vec::new();
     let mut notes = Vec::new();
+    let mut paired = Vec::new();
     let boot = |unit: &str| {
         json!({
             "resamples": bootstrap.resamples,
@@ -200,6 +211,7 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
             preds,
             options,
             attribute,
+            compare,
         } => {
             let p = read_binary(&preds, attribute.as_deref()).map_err(|e| e.to_string())?;
             let data = BinaryData::new(&p.positive, &p.probs)
@@ -314,9 +326,94 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
                     rows.push((format!("confound/{name}"), label, e));
                 }
             }
+            if let Some(base) = &compare {
+                let b = read_binary(base, attribute.as_deref()).map_err(|e| e.to_string())?;
+                let order = align(&p.ids, &b.ids, &preds, base)?;
+                let positive_b: Vec<bool> = order.iter().map(|&j| b.positive[j]).collect();
+                if let Some(i) = (0..n).find(|&i| positive_b[i] != p.positive[i]) {
+                    return Err(format!(
+                        "case `{}` is labelled {} in {} but {} in {}; paired tests need the same cases with the same labels",
+                        p.ids[i],
+                        u8::from(p.positive[i]),
+                        preds.display(),
+                        u8::from(positive_b[i]),
+                        base.display()
+                    ));
+                }
+                let probs_b: Vec<f64> = order.iter().map(|&j| b.probs[j]).collect();
+                let data_b = BinaryData::new(&positive_b, &probs_b)
+                    .map_err(|e| format!("{}: {e}", base.display()))?;
+                let tests = data
+                    .paired(&data_b, &options, &units, bootstrap)
+                    .map_err(|e| e.to_string())?;
+                for (&name, t) in BinaryMetrics::NAMES.iter().zip(tests) {
+                    if name != "threshold" {
+                        paired.push((name.to_owned(), name.replace('_', " "), t));
+                    }
+                }
+                let mut comparison = Map::new();
+                comparison.insert("baseline".into(), base.display().to_string().into());
+                if let Ok(d) = delong_test(&p.positive, &p.probs, &probs_b) {
+                    comparison.insert(
+                        "delong".into(),
+                        json!({
+                            "auc": number(d.auc_a),
+                            "baseline_auc": number(d.auc_b),
+                            "difference": number(d.diff),
+                            "se": number(d.se),
+                            "z": number(d.z),
+                            "p_value": number(d.p_value),
+                        }),
+                    );
+                    notes.push(format!(
+                        "DeLong's test of the AUC against {}: difference {:.4}, z {:.3}, p {:.4}",
+                        base.display(),
+                        d.diff,
+                        d.z,
+                        d.p_value
+                    ));
+                }
+                if let Some(a) = &p.attribute {
+                    let t_a = data.metrics(&options).threshold;
+                    let t_b = data_b.metrics(&options).threshold;
+                    let cd_a = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, t_a);
+                    let cd_b = ConfoundData::new(&p.positive, &probs_b, &a.values, &a.present, t_b);
+                    let tests = bootstrap.paired(&units, |w| cd_a.stats(w), |w| cd_b.stats(w));
+                    let mut reductions = Map::new();
+                    for (name, t) in CONFOUND_NAMES.iter().zip(tests) {
+                        if *name == "expected_fp_share" {
+                            continue;
+                        }
+                        // How much of the baseline's figure the model removed.
+                        let reduction = if t.b != 0.0 {
+                            (t.b - t.a) / t.b.abs()
+                        } else {
+                            f64::NAN
+                        };
+                        reductions.insert((*name).to_owned(), number(reduction));
+                        notes.push(format!(
+                            "{name}: {:.4} against the baseline's {:.4} (relative reduction {})",
+                            t.a,
+                            t.b,
+                            if reduction.is_finite() {
+                                format!("{:.1}%", 100.0 * reduction)
+                            } else {
+                                "n/a".to_owned()
+                            }
+                        ));
+                        paired.push((
+                            format!("confound/{name}"),
+                            format!("confound {}", name.replace('_', " ")),
+                            t,
+                        ));
+                    }
+                    comparison.insert("relative_reduction".into(), Value::Object(reductions));
+                }
+                header.insert("comparison".into(), Value::Object(comparison));
+            }
             rows
         }
-        Input::Multiclass { preds } => {
+        Input::Multiclass { preds, compare } => {
             let p = read_multiclass(&preds).map_err(|e| e.to_string())?;
             let data = MulticlassData::new(&p.labels, &p.probs)
                 .map_err(|e| format!("{}: {e}", preds.display()))?;
@@ -340,6 +437,58 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
             let estimates = data
                 .bootstrap(&units, bootstrap)
                 .map_err(|e| format!("{}: {e}", preds.display()))?;
+            if let Some(base) = &compare {
+                let b = read_multiclass(base).map_err(|e| e.to_string())?;
+                // The baseline's classes by name, in this file's order.
+                let by_name: Vec<Option<usize>> = p
+                    .classes
+                    .iter()
+                    .map(|c| b.classes.iter().position(|x| x == c))
+                    .collect();
+                if b.classes.len() != p.classes.len() || by_name.iter().any(Option::is_none) {
+                    return Err(format!(
+                        "{} has the classes {} and {} has {}; paired tests need the same classes",
+                        preds.display(),
+                        p.classes.join(", "),
+                        base.display(),
+                        b.classes.join(", ")
+                    ));
+                }
+                let order = align(&p.ids, &b.ids, &preds, base)?;
+                let column: Vec<usize> = by_name.into_iter().flatten().collect();
+                let mut class_of = vec![0u32; column.len()];
+                for (mine, theirs) in column.iter().enumerate() {
+                    class_of[*theirs] = mine as u32;
+                }
+                let labels_b: Vec<u32> = order
+                    .iter()
+                    .map(|&j| class_of[b.labels[j] as usize])
+                    .collect();
+                if let Some(i) = (0..n).find(|&i| labels_b[i] != p.labels[i]) {
+                    return Err(format!(
+                        "case `{}` has another label in {} than in {}; paired tests need the same cases with the same labels",
+                        p.ids[i],
+                        base.display(),
+                        preds.display()
+                    ));
+                }
+                let probs_b: Vec<Vec<f64>> = column
+                    .iter()
+                    .map(|&c| order.iter().map(|&j| b.probs[c][j]).collect())
+                    .collect();
+                let data_b = MulticlassData::new(&labels_b, &probs_b)
+                    .map_err(|e| format!("{}: {e}", base.display()))?;
+                let tests = data
+                    .paired(&data_b, &units, bootstrap)
+                    .map_err(|e| e.to_string())?;
+                for (name, t) in MulticlassMetrics::names(&p.classes).into_iter().zip(tests) {
+                    paired.push((name.clone(), name, t));
+                }
+                header.insert(
+                    "comparison".into(),
+                    json!({"baseline": base.display().to_string()}),
+                );
+            }
             MulticlassMetrics::names(&p.classes)
                 .into_iter()
                 .zip(estimates)
@@ -399,7 +548,41 @@ fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, String> {
         summary,
         metrics,
         notes,
+        paired,
     })
+}
+
+/// For each case of `a` (in order), its index in `b`; an error when the two files do not
+/// hold the same cases.
+fn align(a: &[String], b: &[String], a_path: &Path, b_path: &Path) -> Result<Vec<usize>, String> {
+    let index: HashMap<&str, usize> = b
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let mut order = Vec::with_capacity(a.len());
+    for id in a {
+        match index.get(id.as_str()) {
+            Some(&j) => order.push(j),
+            None => {
+                return Err(format!(
+                    "case `{id}` of {} is not in {}; paired tests need predictions for the same cases",
+                    a_path.display(),
+                    b_path.display()
+                ));
+            }
+        }
+    }
+    if b.len() != a.len() {
+        return Err(format!(
+            "{} has {} cases and {} has {}; paired tests need predictions for the same cases",
+            a_path.display(),
+            a.len(),
+            b_path.display(),
+            b.len()
+        ));
+    }
+    Ok(order)
 }
 
 /// Resampling units: patients when the file names them, else cases.
@@ -415,7 +598,7 @@ fn number(x: f64) -> Value {
     if x.is_finite() { json!(x) } else { Value::Null }
 }
 
-fn to_json(report: Report) -> Value {
+pub(crate) fn to_json(report: Report) -> Value {
     let mut out = report.header;
     let requested = out
         .get("bootstrap")
@@ -439,10 +622,31 @@ fn to_json(report: Report) -> Value {
         metrics.insert(name, Value::Object(m));
     }
     out.insert("metrics".into(), Value::Object(metrics));
+    if !report.paired.is_empty()
+        && let Some(Value::Object(c)) = out.get_mut("comparison")
+    {
+        let mut tests = Map::new();
+        for (name, _, t) in report.paired {
+            tests.insert(
+                name,
+                json!({
+                    "model": number(t.a),
+                    "baseline": number(t.b),
+                    "difference": number(t.diff),
+                    "ci": match t.ci {
+                        Some((lo, hi)) => json!([number(lo), number(hi)]),
+                        None => Value::Null,
+                    },
+                    "p_value": t.p_value.map_or(Value::Null, number),
+                }),
+            );
+        }
+        c.insert("paired".into(), Value::Object(tests));
+    }
     Value::Object(out)
 }
 
-fn table(report: &Report, bootstrap: &Bootstrap) -> String {
+pub(crate) fn table(report: &Report, bootstrap: &Bootstrap) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(out, "{}", report.summary.join("; "));
@@ -490,6 +694,43 @@ fn table(report: &Report, bootstrap: &Bootstrap) -> String {
             String::new()
         };
         let _ = writeln!(out, "{label:<width$}  {:>8}  {ci}{note}", fmt(e.value));
+    }
+    if !report.paired.is_empty() {
+        let base = report
+            .header
+            .get("comparison")
+            .and_then(|c| c["baseline"].as_str())
+            .unwrap_or("the baseline");
+        let _ = writeln!(
+            out,
+            "\npaired bootstrap against {base} (model minus baseline, same resamples):"
+        );
+        let width = report
+            .paired
+            .iter()
+            .map(|(_, label, _)| label.chars().count())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>8}  {:>8}  {:>8}  {ci_title:<20}  p",
+            "metric", "model", "baseline", "diff"
+        );
+        for (_, label, t) in &report.paired {
+            let ci = match t.ci {
+                Some((lo, hi)) => format!("[{}, {}]", fmt(lo), fmt(hi)),
+                None => "n/a".to_owned(),
+            };
+            let p = t.p_value.map_or("n/a".to_owned(), |p| format!("{p:.4}"));
+            let _ = writeln!(
+                out,
+                "{label:<width$}  {:>8}  {:>8}  {:>8}  {ci:<20}  {p}",
+                fmt(t.a),
+                fmt(t.b),
+                fmt(t.diff)
+            );
+        }
     }
     if !report.notes.is_empty() {
         out.push('\n');

@@ -81,6 +81,9 @@ pub fn run_core_job(job: &StageJob) -> Result<(), String> {
             "`{}` needs libtorch: it is run by `engine-worker stage-exec`",
             job.kind.as_str()
         )),
+        StageParams::Evaluate(_) => {
+            Err("`evaluate` is run by the `engine` binary: run it with `engine stage-exec`".into())
+        }
         StageParams::DataAudit(_) => Err(
             "`data.audit` reads images, which the core does not: run it with `engine stage-exec`"
                 .into(),

@@ -737,6 +737,41 @@ impl Partial<'_> {
                 self.check_image_dataset(id, &stage_pointer, &p.dataset, "trains on");
                 self.check_train(id, &stage_pointer, p, all);
             }
+            StageParams::Evaluate(p) => {
+                let named = std::iter::once(("model", &p.model))
+                    .chain(p.baseline.iter().map(|b| ("baseline", b)));
+                for (field, target) in named {
+                    if let Some(other) = all.get(target)
+                        && !matches!(other, StageParams::ClassifierTrain(_))
+                    {
+                        let kind = self
+                            .stages
+                            .get(target)
+                            .map_or("another kind", |s| s.uses.as_str());
+                        self.at(
+                            &format!("{stage_pointer}/with/{field}"),
+                            format!(
+                                "stage `{id}` evaluates `{target}`, a `{kind}` stage, which writes no validation predictions"
+                            ),
+                            Some("name a `classifier.train` stage".into()),
+                        );
+                    }
+                }
+                if let (Some(b), Some(StageParams::ClassifierTrain(m))) =
+                    (&p.baseline, all.get(&p.model))
+                    && let Some(StageParams::ClassifierTrain(base)) = all.get(b)
+                    && base.dataset != m.dataset
+                {
+                    self.at(
+                        &format!("{stage_pointer}/with/baseline"),
+                        format!(
+                            "stage `{id}` compares `{}` (dataset `{}`) with `{b}` (dataset `{}`); paired tests need the same validation images",
+                            p.model, m.dataset, base.dataset
+                        ),
+                        Some("name a baseline trained on the same dataset".into()),
+                    );
+                }
+            }
             StageParams::ModelPredict(p) => {
                 self.check_image_dataset(id, &stage_pointer, &p.dataset, "labels");
                 if let Some(other) = all.get(&p.model)

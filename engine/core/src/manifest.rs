@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
+use crate::stages::evaluate::EvaluateParams;
 use crate::stages::predict::PredictParams;
 use crate::stages::train::TrainParams;
 
@@ -311,6 +312,10 @@ pub enum StageKind {
     // (run by the libtorch worker).
     #[serde(rename = "model.predict")]
     ModelPredict,
+    // Metrics with bootstrap intervals, confound analysis and paired tests on a model's
+    // validation predictions.
+    #[serde(rename = "evaluate")]
+    Evaluate,
     // A user's own command with declared inputs and outputs: the escape hatch.
     #[serde(rename = "command")]
     Command,
@@ -322,6 +327,7 @@ impl StageKind {
         StageKind::DataAudit,
         StageKind::ClassifierTrain,
         StageKind::ModelPredict,
+        StageKind::Evaluate,
         StageKind::Command,
     ];
 
@@ -336,6 +342,7 @@ impl StageKind {
             StageKind::DataAudit => "data.audit",
             StageKind::ClassifierTrain => "classifier.train",
             StageKind::ModelPredict => "model.predict",
+            StageKind::Evaluate => "evaluate",
             StageKind::Command => "command",
         }
     }
@@ -346,6 +353,7 @@ impl StageKind {
             StageKind::DataAudit => 1,
             StageKind::ClassifierTrain => 2,
             StageKind::ModelPredict => 1,
+            StageKind::Evaluate => 1,
             StageKind::Command => 1,
         }
     }
@@ -398,6 +406,8 @@ pub enum StageParams {
     ClassifierTrain(Box<TrainParams>),
     /// Parameters of a `model.predict` stage.
     ModelPredict(PredictParams),
+    /// Parameters of an `evaluate` stage.
+    Evaluate(EvaluateParams),
     /// Parameters of a `command` stage.
     Command(CommandParams),
 }
@@ -419,6 +429,9 @@ impl StageParams {
             StageKind::ModelPredict => Ok(StageParams::ModelPredict(
                 serde_path_to_error::deserialize(value)?,
             )),
+            StageKind::Evaluate => Ok(StageParams::Evaluate(serde_path_to_error::deserialize(
+                value,
+            )?)),
             StageKind::Command => Ok(StageParams::Command(serde_path_to_error::deserialize(
                 value,
             )?)),
@@ -435,6 +448,21 @@ impl StageParams {
                 field: "with.model".into(),
                 data: true,
             }],
+            StageParams::Evaluate(p) => {
+                let mut refs = vec![Reference {
+                    target: &p.model,
+                    field: "with.model".into(),
+                    data: true,
+                }];
+                if let Some(b) = &p.baseline {
+                    refs.push(Reference {
+                        target: b,
+                        field: "with.baseline".into(),
+                        data: true,
+                    });
+                }
+                refs
+            }
             StageParams::Command(p) => p
                 .from
                 .iter()
@@ -466,6 +494,7 @@ impl StageParams {
                 field: "with.dataset".into(),
                 data: true,
             }],
+            StageParams::Evaluate(_) => Vec::new(),
             StageParams::Command(p) => p
                 .datasets
                 .iter()
@@ -494,6 +523,10 @@ impl StageParams {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            StageParams::Evaluate(_) => crate::stages::evaluate::OUTPUTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             StageParams::Command(p) => p.outputs.clone(),
         }
     }
@@ -513,7 +546,9 @@ impl StageParams {
                 .enumerate()
                 .map(|(i, f)| (f.as_str(), format!("with/inputs/{i}")))
                 .collect(),
-            StageParams::DataAudit(_) | StageParams::ModelPredict(_) => Vec::new(),
+            StageParams::DataAudit(_) | StageParams::ModelPredict(_) | StageParams::Evaluate(_) => {
+                Vec::new()
+            }
         }
     }
 

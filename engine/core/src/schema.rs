@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use crate::manifest::{Manifest, StageKind};
 use crate::stages::audit::AuditParams;
 use crate::stages::command::CommandParams;
+use crate::stages::evaluate::EvaluateParams;
 use crate::stages::predict::PredictParams;
 use crate::stages::train::TrainParams;
 
@@ -23,6 +24,7 @@ pub fn manifest_schema() -> Value {
             StageKind::DataAudit => generator.subschema_for::<AuditParams>(),
             StageKind::ClassifierTrain => generator.subschema_for::<TrainParams>(),
             StageKind::ModelPredict => generator.subschema_for::<PredictParams>(),
+            StageKind::Evaluate => generator.subschema_for::<EvaluateParams>(),
             StageKind::Command => generator.subschema_for::<CommandParams>(),
         };
         kind_params.push((*kind, schema.to_value()));

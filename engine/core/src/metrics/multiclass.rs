@@ -223,6 +223,35 @@ impl MulticlassData {
         }
         Ok(bootstrap.estimate(units, |w| self.weighted(w).values()))
     }
+
+    /// The paired bootstrap comparison of two models' metrics on the same cases: `self` is
+    /// model A, `other` model B, with the same cases in the same order.
+    pub fn paired(
+        &self,
+        other: &MulticlassData,
+        units: &Units,
+        bootstrap: &Bootstrap,
+    ) -> Result<Vec<super::bootstrap::PairedTest>, MetricsError> {
+        if other.len() != self.len() || other.classes() != self.classes() {
+            return Err(MetricsError::Length {
+                what: "model B's predictions",
+                got: other.len(),
+                want: self.len(),
+            });
+        }
+        if units.items() != self.len() {
+            return Err(MetricsError::Length {
+                what: "resampling units",
+                got: units.items(),
+                want: self.len(),
+            });
+        }
+        Ok(bootstrap.paired(
+            units,
+            |w| self.weighted(w).values(),
+            |w| other.weighted(w).values(),
+        ))
+    }
 }
 
 #[cfg(test)]

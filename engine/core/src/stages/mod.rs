@@ -2,5 +2,6 @@
 
 pub mod audit;
 pub mod command;
+pub mod evaluate;
 pub mod predict;
 pub mod train;

@@ -1,0 +1,116 @@
+//! The `evaluate` stage: `engine metrics` on a `classifier.train` stage's validation
+//! predictions, with the confound analysis and the paired comparison with a baseline stage,
+//! written as `metrics.json` and `summary.md`.
+
+use std::path::{Path, PathBuf};
+
+use engine_core::job::StageJob;
+use engine_core::manifest::StageParams;
+use engine_core::metrics::{BinaryOptions, Bootstrap};
+
+use crate::metrics::{Input, evaluate, table, to_json};
+
+/// Runs an `evaluate` stage job; the error says what went wrong in a sentence.
+pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
+    let StageParams::Evaluate(p) = job.stage_params()? else {
+        return Err("not an evaluate job".into());
+    };
+    let predictions = |stage: &str| -> Result<(PathBuf, usize), String> {
+        let dir = job
+            .upstream
+            .get(stage)
+            .ok_or_else(|| format!("no outputs of stage `{stage}`"))?;
+        Ok((dir.join("predictions.csv"), classes(dir, stage)?))
+    };
+    let (preds, k) = predictions(&p.model)?;
+    let compare = match &p.baseline {
+        Some(b) => {
+            let (path, kb) = predictions(b)?;
+            if kb != k {
+                return Err(format!(
+                    "`{}` tells {k} classes apart and `{b}` {kb}; paired tests need the same task",
+                    p.model
+                ));
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let input = if k == 2 {
+        Input::Binary {
+            preds,
+            options: BinaryOptions {
+                at_specificity: p.at_specificity,
+                at_sensitivity: p.at_sensitivity,
+            },
+            attribute: p.confound.clone(),
+            compare,
+        }
+    } else {
+        if p.confound.is_some() {
+            return Err(format!(
+                "the confound analysis is for binary tasks, and `{}` tells {k} classes apart; remove `confound`",
+                p.model
+            ));
+        }
+        Input::Multiclass { preds, compare }
+    };
+    let bootstrap = Bootstrap {
+        resamples: p.bootstrap as usize,
+        seed: job.seed,
+        ..Bootstrap::default()
+    };
+    let report = evaluate(input, &bootstrap)?;
+    let text = table(&report, &bootstrap);
+    let mut json = to_json(report);
+    // Paths inside the cache mean nothing to a reader; name the stages instead.
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("model".into(), p.model.clone().into());
+        obj.insert("split".into(), "val".into());
+        obj.remove("preds");
+        if let (Some(b), Some(serde_json::Value::Object(c))) =
+            (&p.baseline, obj.get_mut("comparison"))
+        {
+            c.insert("baseline".into(), b.clone().into());
+        }
+    }
+    let text = text.replace(
+        &job.upstream[&p.model]
+            .join("predictions.csv")
+            .display()
+            .to_string(),
+        &format!("`{}` (validation)", p.model),
+    );
+    let text = match &p.baseline {
+        Some(b) => text.replace(
+            &job.upstream[b]
+                .join("predictions.csv")
+                .display()
+                .to_string(),
+            &format!("`{b}` (validation)"),
+        ),
+        None => text,
+    };
+    let out = &job.out_dir;
+    let body = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(out.join("metrics.json"), body)
+        .map_err(|e| format!("cannot write metrics.json: {e}"))?;
+    let md = format!("# Validation metrics of `{}`\n\n```\n{text}```\n", p.model);
+    std::fs::write(out.join("summary.md"), md)
+        .map_err(|e| format!("cannot write summary.md: {e}"))?;
+    print!("{text}");
+    Ok(())
+}
+
+/// The number of classes a `classifier.train` stage's `config.json` names.
+fn classes(dir: &Path, stage: &str) -> Result<usize, String> {
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| format!("stage `{stage}` left no readable config.json: {e}"))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the config.json of stage `{stage}` is not JSON: {e}"))?;
+    config["classes"]
+        .as_array()
+        .map(Vec::len)
+        .filter(|k| *k >= 2)
+        .ok_or_else(|| format!("the config.json of stage `{stage}` names no classes"))
+}
