@@ -204,3 +204,135 @@ stages:
         "{again}"
     );
 }
+
+#[test]
+fn the_test_split_is_opened_once_for_the_named_models() {
+    assert!(worker_is_built(), "engine-worker is not beside engine");
+    let ws = Workspace::new();
+    ws.run(&[
+        "synth",
+        "chest",
+        "--out",
+        "data/chest",
+        "--n",
+        "160",
+        "--size",
+        "32",
+        "--neatx",
+        "0",
+    ])
+    .code(0);
+    let manifest = r#"
+version: 1
+name: sealed
+seed: 3
+datasets:
+  siim:
+    format: siim-acr
+    root: data/chest
+    attributes: {drain: {file: drains.csv}}
+    split: {val: 0.25, test: 0.25, seed: 1}
+stages:
+  plain:
+    uses: classifier.train
+    with: {dataset: siim, image_size: 32, epochs: 1, batch_size: 16, device: cpu}
+  train:
+    uses: classifier.train
+    with: {dataset: siim, image_size: 32, epochs: 2, batch_size: 16, device: cpu, loss: {kind: bce}}
+"#;
+    ws.manifest(manifest);
+    // Nothing has run yet.
+    let r = ws
+        .run(&["test", "pipeline.yaml", "--model", "train"])
+        .code(2);
+    assert!(
+        r.stderr.contains("run `engine apply pipeline.yaml` first"),
+        "{}",
+        r.stderr
+    );
+    let r = ws
+        .run(&["test", "pipeline.yaml", "--model", "trian"])
+        .code(2);
+    assert!(r.stderr.contains("did you mean `train`?"), "{}", r.stderr);
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0, "{summary}");
+    assert!(
+        !ws.path().join(".engine/test-access.jsonl").exists(),
+        "apply never opens the test split"
+    );
+
+    let args = [
+        "test",
+        "pipeline.yaml",
+        "--model",
+        "train",
+        "--baseline",
+        "plain",
+        "--confound",
+        "drain",
+        "--bootstrap",
+        "100",
+        "--device",
+        "cpu",
+        "--json",
+    ];
+    let r = ws.run(&args).code(0);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(v["split"], "test");
+    assert_eq!(v["model"], "train");
+    assert_eq!(v["comparison"]["baseline"], "plain");
+    assert!(v["metrics"]["auc"]["ci"].is_array(), "{v}");
+    assert!(
+        v["comparison"]["paired"]["auc"]["p_value"].is_number(),
+        "{v}"
+    );
+    assert!(
+        v["metrics"]["confound/partial_correlation"]["value"].is_number(),
+        "{v}"
+    );
+    let n = v["n"].as_u64().unwrap();
+    assert!(n > 20 && n < 80, "a quarter of 160 images, by patient: {n}");
+    let access = ws.read(".engine/test-access.jsonl");
+    assert_eq!(access.lines().count(), 2, "{access}");
+    assert!(access.contains("model `train`") && access.contains("model `plain`"));
+
+    // The same models again: allowed, and recorded as a repeat.
+    ws.run(&args).code(0);
+    // Other models: refused without a reason.
+    let other = [
+        "test",
+        "pipeline.yaml",
+        "--model",
+        "plain",
+        "--device",
+        "cpu",
+        "--bootstrap",
+        "50",
+    ];
+    let r = ws.run(&other).code(2);
+    assert!(
+        r.stderr.contains("the test split was opened on") && r.stderr.contains("--reopen"),
+        "{}",
+        r.stderr
+    );
+    let mut reopened = other.to_vec();
+    reopened.extend(["--reopen", "the plain model alone, for the appendix"]);
+    let r = ws.run(&reopened).code(0);
+    assert!(
+        r.stdout
+            .contains("REOPENED: the plain model alone, for the appendix"),
+        "{}",
+        r.stdout
+    );
+    let seal = ws.read(".engine/test-seal.jsonl");
+    let lines: Vec<Value> = seal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{seal}");
+    assert_eq!(lines[1]["repeat"], true);
+    assert_eq!(
+        lines[2]["reopen"],
+        "the plain model alone, for the appendix"
+    );
+}

@@ -89,6 +89,9 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The held-out evaluation: open the sealed test split once, predict it with a trained
+    /// model (and a baseline), and report every metric with its 95% CI and the paired tests.
+    Test(TestArgs),
     /// Write a synthetic dataset in a real layout, with known signals: `chest` (SIIM-ACR
     /// DICOM with pneumothorax masks, a drain shortcut, and a NEATX-like drain set), `derm`
     /// (ISIC 2019, eight imbalanced classes) or `wrist` (YOLO fracture boxes).
@@ -102,6 +105,39 @@ pub enum Cmd {
         /// The job file the executor wrote.
         job: PathBuf,
     },
+}
+
+/// The flags of `engine test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The manifest (YAML); its stages must have run (`engine apply`).
+    pub manifest: PathBuf,
+    /// The `classifier.train` stage whose model is tested (the final model).
+    #[arg(long, value_name = "STAGE")]
+    pub model: String,
+    /// Another `classifier.train` stage on the same dataset (the initial model), compared
+    /// with paired tests on the same test images.
+    #[arg(long, value_name = "STAGE")]
+    pub baseline: Option<String>,
+    /// An attribute of the dataset (binary tasks) for the confound analysis.
+    #[arg(long, value_name = "NAME")]
+    pub confound: Option<String>,
+    /// Open the test split again for models other than those it was opened for, giving the
+    /// reason (recorded, and shown with the results).
+    #[arg(long, value_name = "REASON")]
+    pub reopen: Option<String>,
+    /// Bootstrap resamples.
+    #[arg(long, value_name = "N", default_value_t = engine_core::metrics::DEFAULT_RESAMPLES)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Device for the predictions: `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The flags of `engine metrics`.

@@ -9,6 +9,7 @@ mod evaluate;
 mod metrics;
 mod parse;
 mod progress;
+mod sealed;
 
 use std::process::ExitCode;
 
@@ -53,6 +54,7 @@ fn main() -> ExitCode {
         Cmd::Doctor { json, device } => doctor::doctor(json, &device),
         Cmd::Metrics(args) => metrics::metrics(args),
         Cmd::Parse { request, json } => parse::parse(&request, json),
+        Cmd::Test(args) => sealed::test(&args),
         Cmd::Synth(args) => data::synth(&args),
         Cmd::Audit(args) => data::audit(&args),
         Cmd::StageExec { job } => commands::stage_exec(&job),

@@ -361,35 +361,7 @@ async fn run<L: Launcher>(
                 free_cpus -= cpus;
                 let gpus: Vec<u32> = free_gpus.drain(..local_gpus).collect();
                 let pending = store.begin(&sp.digest, &run_id, &sp.id)?;
-                let job = StageJob {
-                    run_id: run_id.clone(),
-                    stage: sp.id.clone(),
-                    kind: stage.uses,
-                    params: serde_json::to_value(&m.params[&sp.id]).unwrap_or_default(),
-                    workspace: m.dir.clone(),
-                    out_dir: pending.out_dir(),
-                    upstream: sp
-                        .key
-                        .upstream
-                        .keys()
-                        .map(|u| (u.clone(), store.out_dir(&plan_digest(plan, u))))
-                        .collect(),
-                    datasets: sp
-                        .key
-                        .datasets
-                        .keys()
-                        .map(|d| (d.clone(), m.dir.join(&m.manifest.datasets[d].root)))
-                        .collect(),
-                    dataset_fingerprints: sp.key.datasets.clone(),
-                    dataset_specs: sp
-                        .key
-                        .datasets
-                        .keys()
-                        .map(|d| (d.clone(), m.manifest.datasets[d].clone()))
-                        .collect(),
-                    seed: sp.key.seed,
-                    cpus,
-                };
+                let job = stage_job(m, plan, store, sp, &run_id, pending.out_dir(), cpus);
                 let timeout = stage
                     .resources
                     .timeout_minutes
@@ -548,6 +520,48 @@ pub(crate) fn keep_tail(tail: &mut VecDeque<String>, stage: &str, line: &str) ->
         }
     }
     None
+}
+
+/// The job of stage `sp`: its resolved params, the output directories of the stages it
+/// reads, its datasets' roots, declarations and fingerprints; its outputs go to `out_dir`.
+pub fn stage_job(
+    m: &LoadedManifest,
+    plan: &Plan,
+    store: &Store,
+    sp: &crate::plan::StagePlan,
+    run_id: &str,
+    out_dir: PathBuf,
+    cpus: u32,
+) -> StageJob {
+    StageJob {
+        run_id: run_id.to_owned(),
+        stage: sp.id.clone(),
+        kind: m.manifest.stages[&sp.id].uses,
+        params: serde_json::to_value(&m.params[&sp.id]).unwrap_or_default(),
+        workspace: m.dir.clone(),
+        out_dir,
+        upstream: sp
+            .key
+            .upstream
+            .keys()
+            .map(|u| (u.clone(), store.out_dir(&plan_digest(plan, u))))
+            .collect(),
+        datasets: sp
+            .key
+            .datasets
+            .keys()
+            .map(|d| (d.clone(), m.dir.join(&m.manifest.datasets[d].root)))
+            .collect(),
+        dataset_fingerprints: sp.key.datasets.clone(),
+        dataset_specs: sp
+            .key
+            .datasets
+            .keys()
+            .map(|d| (d.clone(), m.manifest.datasets[d].clone()))
+            .collect(),
+        seed: sp.key.seed,
+        cpus,
+    }
 }
 
 fn plan_digest(plan: &Plan, id: &str) -> String {

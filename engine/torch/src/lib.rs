@@ -12,6 +12,7 @@ mod info;
 pub mod nets;
 pub mod predict;
 pub mod sampling;
+pub mod sealed;
 mod selftest;
 pub mod train;
 

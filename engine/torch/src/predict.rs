@@ -22,14 +22,62 @@ use crate::train::{Head, augmentation, image_cache, predict, progress, write_jso
 
 /// What `classifier.train` wrote in `config.json` that applying the model needs.
 #[derive(Debug, Deserialize)]
-struct ModelConfig {
-    backbone: Backbone,
-    image_size: u32,
-    channels: usize,
-    classes: Vec<String>,
+pub(crate) struct ModelConfig {
+    pub backbone: Backbone,
+    pub image_size: u32,
+    pub channels: usize,
+    pub classes: Vec<String>,
     #[serde(default = "softmax")]
-    head: String,
-    target: String,
+    pub head: String,
+    pub target: String,
+}
+
+/// A trained model, ready to apply.
+pub(crate) struct Model {
+    pub config: ModelConfig,
+    pub head: Head,
+    pub net: Net,
+    // Holds the network's weights.
+    _vs: nn::VarStore,
+}
+
+/// Loads the model a `classifier.train` stage left in `dir` (named `stage` in messages).
+pub(crate) fn load_model(dir: &Path, stage: &str, device: tch::Device) -> Result<Model, String> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("stage `{stage}` left no readable config.json: {e}"))?;
+    let config: ModelConfig = serde_json::from_str(&text).map_err(|e| {
+        format!("the config.json of stage `{stage}` is not a classifier.train config: {e}")
+    })?;
+    let head = Head::from_name(&config.head).ok_or_else(|| {
+        format!(
+            "unknown head `{}` in {}",
+            config.head,
+            config_path.display()
+        )
+    })?;
+    let mut vs = nn::VarStore::new(device);
+    let net = Net::new(
+        &vs.root(),
+        config.backbone,
+        config.channels as i64,
+        head.outputs(config.classes.len()),
+    );
+    let weights = dir.join("model.safetensors");
+    let l = nets::load_pretrained(&vs, &net, &weights)?;
+    if l.fresh_head || l.summed_channels {
+        return Err(format!(
+            "{} does not fit the network its config.json describes",
+            weights.display()
+        ));
+    }
+    vs.freeze();
+    Ok(Model {
+        config,
+        head,
+        net,
+        _vs: vs,
+    })
 }
 
 fn softmax() -> String {
@@ -60,15 +108,8 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
         .upstream
         .get(&p.model)
         .ok_or_else(|| format!("no outputs of stage `{}`", p.model))?;
-    let config_path = model_dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| format!("stage `{}` left no readable config.json: {e}", p.model))?;
-    let config: ModelConfig = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "the config.json of stage `{}` is not a classifier.train config: {e}",
-            p.model
-        )
-    })?;
+    let model = load_model(model_dir, &p.model, device)?;
+    let config = &model.config;
     if config.classes.len() != 2 {
         return Err(format!(
             "`model.predict` labels an attribute with a binary model, and `{}` tells {} classes of `{}` apart",
@@ -77,13 +118,6 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
             config.target
         ));
     }
-    let head = Head::from_name(&config.head).ok_or_else(|| {
-        format!(
-            "unknown head `{}` in {}",
-            config.head,
-            config_path.display()
-        )
-    })?;
     let (threshold, rule, val) = threshold(p, model_dir)?;
 
     let (spec, root) = job.dataset(&p.dataset)?;
@@ -109,25 +143,16 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
     )?;
     let loaded = DeviceImages::load(&cache, device, 2 << 30).map_err(|e| e.to_string())?;
 
-    let mut vs = nn::VarStore::new(device);
-    let net = Net::new(
-        &vs.root(),
-        config.backbone,
-        config.channels as i64,
-        head.outputs(2),
-    );
-    let weights = model_dir.join("model.safetensors");
-    let l = nets::load_pretrained(&vs, &net, &weights)?;
-    if l.fresh_head || l.summed_channels {
-        return Err(format!(
-            "{} does not fit the network its config.json describes",
-            weights.display()
-        ));
-    }
-    vs.freeze();
     progress(0.0, &format!("labelling {} images", images.len()));
     let plain = augmentation(0.0, config.channels);
-    let probs = predict(&net, head, &loaded, &plain, p.batch_size as usize, 2)?;
+    let probs = predict(
+        &model.net,
+        model.head,
+        &loaded,
+        &plain,
+        p.batch_size as usize,
+        2,
+    )?;
     let name = &p.as_attribute;
     let mut csv = format!("image_id,{name},{name}_prob\n");
     let mut positives = 0usize;

@@ -79,17 +79,7 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
     let salt = Salt::for_workspace(&job.workspace)
         .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
     let mut catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
-    for stage in &p.from {
-        let file = job
-            .upstream
-            .get(stage)
-            .ok_or_else(|| format!("no outputs of stage `{stage}`"))?
-            .join("attributes.csv");
-        if !file.is_file() {
-            return Err(format!("stage `{stage}` wrote no attributes.csv"));
-        }
-        engine_data::read::attach_attribute_table(&mut catalog, &file).map_err(|e| e.render())?;
-    }
+    attach_from(job, p, &mut catalog)?;
     for (name, field) in p.attribute_uses() {
         if !catalog.attributes.iter().any(|a| a == name) {
             return Err(format!(
@@ -181,6 +171,26 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
         train_masks,
         channels,
     })
+}
+
+/// Attaches the attributes that the stages in `from` wrote (`attributes.csv`).
+pub(crate) fn attach_from(
+    job: &StageJob,
+    p: &TrainParams,
+    catalog: &mut Catalog,
+) -> Result<(), String> {
+    for stage in &p.from {
+        let file = job
+            .upstream
+            .get(stage)
+            .ok_or_else(|| format!("no outputs of stage `{stage}`"))?
+            .join("attributes.csv");
+        if !file.is_file() {
+            return Err(format!("stage `{stage}` wrote no attributes.csv"));
+        }
+        engine_data::read::attach_attribute_table(catalog, &file).map_err(|e| e.render())?;
+    }
+    Ok(())
 }
 
 /// The decoded images of `paths` at `size` pixels and `channels` channels, from the
@@ -699,7 +709,12 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     let (metric, best_epoch, probs) = best.ok_or("no epoch ran")?;
     let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
-    write_predictions(&out.join("predictions.csv"), data, &probs)?;
+    write_predictions(
+        &out.join("predictions.csv"),
+        &data.catalog,
+        &data.val,
+        &probs,
+    )?;
     let metrics = json!({
         "metric": metric_name(k),
         "best": metric,
@@ -792,8 +807,12 @@ fn validation_metric(labels: &[u32], probs: &[Vec<f64>], k: usize) -> f64 {
 
 /// `id,label,prob` (binary) or `id,label,<class>...` (multiclass), plus `patient` (hashed)
 /// and each attribute, in the form `engine metrics` reads.
-fn write_predictions(path: &Path, data: &Prepared, probs: &[Vec<f64>]) -> Result<(), String> {
-    let cat = &data.catalog;
+pub(crate) fn write_predictions(
+    path: &Path,
+    cat: &Catalog,
+    items: &[Item],
+    probs: &[Vec<f64>],
+) -> Result<(), String> {
     let k = cat.classes.len();
     let mut text = String::from("id,label");
     if k == 2 {
@@ -808,7 +827,7 @@ fn write_predictions(path: &Path, data: &Prepared, probs: &[Vec<f64>]) -> Result
         write!(text, ",{a}").ok();
     }
     text.push('\n');
-    for (i, item) in data.val.iter().enumerate() {
+    for (i, item) in items.iter().enumerate() {
         let label = if k == 2 {
             item.class.to_string()
         } else {

@@ -32,6 +32,22 @@ enum Cmd {
         /// The job file the executor wrote.
         job: std::path::PathBuf,
     },
+    /// Predict the sealed test split with a trained model (started by `engine test`, the
+    /// only caller allowed to open it); records the opening in the workspace.
+    #[command(hide = true)]
+    TestPredict {
+        /// The model's stage job, written by `engine test`.
+        job: std::path::PathBuf,
+        /// Where the predictions CSV goes.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Why the test split is opened (recorded).
+        #[arg(long)]
+        purpose: String,
+        /// Device: `cpu`, `cuda`, `cuda:N` or `auto`.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
     /// Benchmark the image path: decode, resize and cache on the first epoch, then augment
     /// on the device every epoch; prints one JSON line per epoch (bench/image-pipeline.sh).
     BenchImages {
@@ -95,6 +111,25 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Doctor { json, device } => doctor(json, &device),
         Cmd::StageExec { job } => stage_exec(&job),
+        Cmd::TestPredict {
+            job,
+            out,
+            purpose,
+            device,
+        } => {
+            let result = engine_core::job::StageJob::read(&job)
+                .and_then(|j| engine_torch::sealed::test_predictions(&j, &out, &purpose, &device));
+            match result {
+                Ok(n) => {
+                    println!("predicted {n} test images");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::BenchTrain {
             backbone,
             size,

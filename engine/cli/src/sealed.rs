@@ -1,0 +1,332 @@
+//! `engine test`: the held-out evaluation, the only command that opens a dataset's sealed
+//! test split. It checks the models have run, records the opening in
+//! `.engine/test-seal.jsonl` (which models, by the hash of their weights, when, and why a
+//! reopening happened), refuses to open the split for other models unless `--reopen` gives
+//! a reason, has the libtorch worker predict the test images, and reports every metric with
+//! its 95% CI and the paired tests against a baseline under `.engine/test/<id>/`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use engine_core::diag::did_you_mean;
+use engine_core::fingerprint::FingerprintDb;
+use engine_core::load::LoadedManifest;
+use engine_core::manifest::StageParams;
+use engine_core::metrics::{BinaryOptions, Bootstrap};
+use engine_core::plan::{Plan, make_plan};
+use engine_core::store::Store;
+use serde_json::{Value, json};
+
+use crate::cli::TestArgs;
+use crate::commands::{load_or_report, report_invalid};
+use crate::metrics::{Input, evaluate, table, to_json};
+use crate::{EXIT_FAILED, EXIT_USAGE};
+
+/// A model under test.
+struct Tested {
+    stage: String,
+    digest: String,
+    hash: String,
+    classes: usize,
+}
+
+/// Runs `engine test`.
+pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let m = match load_or_report(&args.manifest) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let store = Store::at(&m.dir);
+    let mut fp = FingerprintDb::open(&store.fingerprint_memo());
+    let plan = match make_plan(&m, &store, &mut fp) {
+        Ok(p) => p,
+        Err(invalid) => return Ok(report_invalid(&invalid)),
+    };
+    let usage = |message: String| {
+        eprintln!("error: {message}");
+        Ok(ExitCode::from(EXIT_USAGE))
+    };
+    let mut models = Vec::new();
+    for stage in std::iter::once(&args.model).chain(args.baseline.iter()) {
+        match tested(&m, &plan, &store, stage, &args.manifest) {
+            Ok(t) => models.push(t),
+            Err(message) => return usage(message),
+        }
+    }
+    if let [model, base] = models.as_slice() {
+        let dataset = |s: &str| match &m.params[s] {
+            StageParams::ClassifierTrain(p) => p.dataset.clone(),
+            _ => String::new(),
+        };
+        if dataset(&model.stage) != dataset(&base.stage) {
+            return usage(format!(
+                "`{}` trained on dataset `{}` and `{}` on `{}`; paired tests need the same test images",
+                model.stage,
+                dataset(&model.stage),
+                base.stage,
+                dataset(&base.stage)
+            ));
+        }
+    }
+    if args.confound.is_some() && models[0].classes != 2 {
+        return usage(format!(
+            "--confound is for binary tasks, and `{}` tells {} classes apart",
+            models[0].stage, models[0].classes
+        ));
+    }
+
+    // The seal: the first opening names the models; another set needs a reason.
+    let seal_path = store.root().join("test-seal.jsonl");
+    let openings = read_openings(&seal_path)?;
+    let mut hashes: Vec<&str> = models.iter().map(|t| t.hash.as_str()).collect();
+    hashes.sort_unstable();
+    let seen = openings.iter().any(|o| {
+        let mut h: Vec<&str> = o["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x["hash"].as_str())
+            .collect();
+        h.sort_unstable();
+        h == hashes
+    });
+    if !openings.is_empty() && !seen && args.reopen.is_none() {
+        let first = &openings[0];
+        let names: Vec<String> = first["models"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| {
+                format!(
+                    "`{}` ({})",
+                    x["stage"].as_str().unwrap_or("?"),
+                    x["hash"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        return usage(format!(
+            "the test split was opened on {} for {}; looking again with other models turns the test set into a validation set (hint: if you must, pass --reopen \"REASON\"; the reason is recorded and reported)",
+            first["at"].as_str().unwrap_or("an earlier run"),
+            names.join(" and ")
+        ));
+    }
+    let Some(worker) = crate::doctor::worker_path() else {
+        eprintln!(
+            "error: testing needs the libtorch worker `engine-worker`, which was not found beside `engine` or on PATH (hint: build it with `cargo build -p engine-torch`, or set ENGINE_WORKER)"
+        );
+        return Ok(ExitCode::from(EXIT_FAILED));
+    };
+    let _lock = store.lock("engine test", |other| {
+        eprintln!("waiting for another engine process on this workspace ({other})");
+    })?;
+    let id = engine_core::clock::new_run_id();
+    let opened_at = engine_core::clock::now_rfc3339();
+    let record = json!({
+        "at": opened_at,
+        "id": id,
+        "models": models.iter().map(|t| json!({"stage": t.stage, "hash": t.hash})).collect::<Vec<_>>(),
+        "repeat": seen,
+        "reopen": args.reopen,
+    });
+    append_line(&seal_path, &record)?;
+
+    let dir = store.root().join("test").join(&id);
+    std::fs::create_dir_all(&dir)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let mut files = Vec::new();
+    for t in &models {
+        let Some(sp) = plan.stage(&t.stage) else {
+            return usage(format!("no plan for stage `{}`", t.stage));
+        };
+        let job = engine_core::exec::stage_job(
+            &m,
+            &plan,
+            &store,
+            sp,
+            &id,
+            store.out_dir(&t.digest),
+            cpus,
+        );
+        let job_file = dir.join(format!("job-{}.json", t.stage));
+        std::fs::write(&job_file, serde_json::to_string_pretty(&job)?)?;
+        let out = dir.join(format!("{}.csv", t.stage));
+        eprintln!("predicting the test split with `{}`", t.stage);
+        let mut cmd = std::process::Command::new(&worker);
+        cmd.arg("test-predict")
+            .arg(&job_file)
+            .arg("--out")
+            .arg(&out)
+            .arg("--purpose")
+            .arg(format!(
+                "engine test {id}: model `{}` ({})",
+                t.stage, t.hash
+            ))
+            .arg("--device")
+            .arg(&args.device);
+        if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
+            cmd.env("THP_MEM_ALLOC_ENABLE", "1");
+        }
+        // The worker's progress goes to standard error in words; standard output is ours.
+        cmd.stdout(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker.display()))?;
+        if let Some(out) = child.stdout.take() {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                match engine_core::events::parse_progress(&t.stage, &line) {
+                    Some(engine_core::events::Event::StageProgress { message, .. }) => {
+                        eprintln!("  {}: {message}", t.stage);
+                    }
+                    _ => eprintln!("  {}: {line}", t.stage),
+                }
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            eprintln!("error: predicting the test split with `{}` failed", t.stage);
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        files.push(out);
+    }
+
+    let compare = files.get(1).cloned();
+    let input = if models[0].classes == 2 {
+        Input::Binary {
+            preds: files[0].clone(),
+            options: BinaryOptions::default(),
+            attribute: args.confound.clone(),
+            compare,
+        }
+    } else {
+        Input::Multiclass {
+            preds: files[0].clone(),
+            compare,
+        }
+    };
+    let bootstrap = Bootstrap {
+        resamples: args.bootstrap,
+        seed: args.seed,
+        ..Bootstrap::default()
+    };
+    let report = match evaluate(input, &bootstrap) {
+        Ok(r) => r,
+        Err(message) => return usage(message),
+    };
+    let mut text = table(&report, &bootstrap);
+    for (t, f) in models.iter().zip(&files) {
+        text = text.replace(&f.display().to_string(), &format!("`{}` (test)", t.stage));
+    }
+    let mut json = to_json(report);
+    if let Some(obj) = json.as_object_mut() {
+        obj.remove("preds");
+        obj.insert("split".into(), "test".into());
+        obj.insert("model".into(), args.model.clone().into());
+        obj.insert("opening".into(), record.clone());
+        if let (Some(b), Some(Value::Object(c))) = (&args.baseline, obj.get_mut("comparison")) {
+            c.insert("baseline".into(), b.clone().into());
+        }
+    }
+    let mut heading = format!(
+        "test split opened {opened_at} for {}",
+        models
+            .iter()
+            .map(|t| format!("`{}` ({})", t.stage, t.hash))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    if let Some(reason) = &args.reopen {
+        heading.push_str(&format!("; REOPENED: {reason}"));
+    }
+    let body = serde_json::to_string_pretty(&json)? + "\n";
+    std::fs::write(dir.join("metrics.json"), &body)?;
+    std::fs::write(
+        dir.join("summary.md"),
+        format!(
+            "# Held-out test of `{}`\n\n{heading}\n\n```\n{text}```\n",
+            args.model
+        ),
+    )?;
+    if args.json {
+        print!("{body}");
+    } else {
+        println!("{heading}\n");
+        print!("{text}");
+        println!("\nresults: {}", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The model of `stage`, which must be a `classifier.train` stage whose current settings
+/// have run.
+fn tested(
+    m: &LoadedManifest,
+    plan: &Plan,
+    store: &Store,
+    stage: &str,
+    manifest: &Path,
+) -> Result<Tested, String> {
+    let Some(params) = m.params.get(stage) else {
+        let hint = match did_you_mean(stage, m.params.keys().map(String::as_str)) {
+            Some(s) => format!(" (hint: did you mean `{s}`?)"),
+            None => String::new(),
+        };
+        return Err(format!(
+            "`{stage}` is not a stage of {}{hint}",
+            manifest.display()
+        ));
+    };
+    if !matches!(params, StageParams::ClassifierTrain(_)) {
+        return Err(format!(
+            "`{stage}` is a `{}` stage; only `classifier.train` models are tested",
+            m.manifest.stages[stage].uses.as_str()
+        ));
+    }
+    let sp = plan
+        .stage(stage)
+        .ok_or_else(|| format!("no plan for stage `{stage}`"))?;
+    if !store.is_complete(&sp.digest) {
+        return Err(format!(
+            "stage `{stage}` has not run with its current settings (hint: run `engine apply {}` first)",
+            manifest.display()
+        ));
+    }
+    let out = store.out_dir(&sp.digest);
+    let weights = std::fs::read(out.join("model.safetensors"))
+        .map_err(|e| format!("stage `{stage}` has no readable model.safetensors: {e}"))?;
+    let config: Value = std::fs::read_to_string(out.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| format!("stage `{stage}` has no readable config.json"))?;
+    let classes = config["classes"].as_array().map_or(0, Vec::len);
+    Ok(Tested {
+        stage: stage.to_owned(),
+        digest: sp.digest.clone(),
+        hash: blake3::hash(&weights).to_hex()[..16].to_owned(),
+        classes,
+    })
+}
+
+/// Every opening recorded so far, oldest first.
+fn read_openings(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn append_line(path: &Path, value: &Value) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{value}")?;
+    f.sync_all()?;
+    Ok(())
+}
