@@ -92,6 +92,10 @@ pub enum Cmd {
     /// The held-out evaluation: open the sealed test split once, predict it with a trained
     /// model (and a baseline), and report every metric with its 95% CI and the paired tests.
     Test(TestArgs),
+    /// Turn a clinician's request and a dataset into a first runnable manifest: parse,
+    /// audit, choose values by rules from the audit (each with a comment saying why), and
+    /// render it from the templates.
+    Init(InitArgs),
     /// Write a synthetic dataset in a real layout, with known signals: `chest` (SIIM-ACR
     /// DICOM with pneumothorax masks, a drain shortcut, and a NEATX-like drain set), `derm`
     /// (ISIC 2019, eight imbalanced classes) or `wrist` (YOLO fracture boxes).
@@ -105,6 +109,25 @@ pub enum Cmd {
         /// The job file the executor wrote.
         job: PathBuf,
     },
+}
+
+/// The flags of `engine init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The request, in quotes.
+    pub request: String,
+    /// The dataset's directory (ISIC 2019, SIIM-ACR, YOLO or folder-per-class).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// The manifest to write; dataset paths in it are relative to its directory.
+    #[arg(short, long, value_name = "MANIFEST", default_value = "pipeline.yaml")]
+    pub out: PathBuf,
+    /// Go with the parser's reading where the request leaves something open.
+    #[arg(long)]
+    pub assume_defaults: bool,
+    /// Replace the manifest if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The flags of `engine test`.

@@ -6,6 +6,7 @@ mod commands;
 mod data;
 mod doctor;
 mod evaluate;
+mod init;
 mod metrics;
 mod parse;
 mod progress;
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Cmd::Metrics(args) => metrics::metrics(args),
         Cmd::Parse { request, json } => parse::parse(&request, json),
         Cmd::Test(args) => sealed::test(&args),
+        Cmd::Init(args) => init::init(&args),
         Cmd::Synth(args) => data::synth(&args),
         Cmd::Audit(args) => data::audit(&args),
         Cmd::StageExec { job } => commands::stage_exec(&job),

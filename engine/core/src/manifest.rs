@@ -35,6 +35,10 @@ pub struct Manifest {
     /// The clinician's request, verbatim, that this manifest was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// The TaskSpec the request was parsed into (`engine parse`), embedded verbatim: what
+    /// the model must do, which errors matter most, and what it must not rely on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<crate::task::TaskSpec>,
     /// Default seed of every stage that does not set its own.
     #[serde(default)]
     pub seed: u64,

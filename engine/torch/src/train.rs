@@ -790,7 +790,8 @@ pub fn predict(
     Ok(out)
 }
 
-/// AUC (binary) or macro AUC; 0.5 when undefined (a single class in validation).
+/// AUC (binary) or macro AUC over the classes present; 0.5 when undefined (a single class
+/// in validation).
 fn validation_metric(labels: &[u32], probs: &[Vec<f64>], k: usize) -> f64 {
     let m = if k == 2 {
         let pos: Vec<bool> = labels.iter().map(|l| *l == 1).collect();
@@ -798,8 +799,18 @@ fn validation_metric(labels: &[u32], probs: &[Vec<f64>], k: usize) -> f64 {
             .map(|d| d.auc())
             .unwrap_or(f64::NAN)
     } else {
+        // Over the classes validation has: a rare class missing from a small validation
+        // split would otherwise leave the macro AUC undefined and model selection blind.
         MulticlassData::new(labels, probs)
-            .map(|d| d.metrics().macro_auc)
+            .map(|d| {
+                let auc: Vec<f64> = d
+                    .metrics()
+                    .auc
+                    .into_iter()
+                    .filter(|a| a.is_finite())
+                    .collect();
+                auc.iter().sum::<f64>() / auc.len() as f64
+            })
             .unwrap_or(f64::NAN)
     };
     if m.is_finite() { m } else { 0.5 }
@@ -856,4 +867,27 @@ pub(crate) fn write_predictions(
         text.push('\n');
     }
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_class_missing_from_validation_does_not_blind_model_selection() {
+        // Three classes; validation has no case of the third.
+        let labels = [0u32, 0, 1, 1];
+        let good = vec![
+            vec![0.9, 0.8, 0.1, 0.2],
+            vec![0.05, 0.1, 0.8, 0.7],
+            vec![0.05, 0.1, 0.1, 0.1],
+        ];
+        let bad = vec![
+            vec![0.1, 0.2, 0.9, 0.8],
+            vec![0.8, 0.7, 0.05, 0.1],
+            vec![0.1, 0.1, 0.05, 0.1],
+        ];
+        assert_eq!(validation_metric(&labels, &good, 3), 1.0);
+        assert_eq!(validation_metric(&labels, &bad, 3), 0.0);
+    }
 }
