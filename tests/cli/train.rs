@@ -261,6 +261,19 @@ stages:
         "apply never opens the test split"
     );
 
+    // A typo in --confound is caught before the split is opened.
+    let r = ws
+        .run(&[
+            "test",
+            "pipeline.yaml",
+            "--model",
+            "train",
+            "--confound",
+            "drian",
+        ])
+        .code(2);
+    assert!(r.stderr.contains("did you mean `drain`?"), "{}", r.stderr);
+    assert!(!ws.path().join(".engine/test-seal.jsonl").exists());
     let args = [
         "test",
         "pipeline.yaml",

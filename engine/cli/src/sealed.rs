@@ -69,11 +69,26 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    if args.confound.is_some() && models[0].classes != 2 {
-        return usage(format!(
-            "--confound is for binary tasks, and `{}` tells {} classes apart",
-            models[0].stage, models[0].classes
-        ));
+    if let Some(attr) = &args.confound {
+        if models[0].classes != 2 {
+            return usage(format!(
+                "--confound is for binary tasks, and `{}` tells {} classes apart",
+                models[0].stage, models[0].classes
+            ));
+        }
+        // Checked before the split is opened: a typo must not cost an opening.
+        let known = attributes(&m, &args.model);
+        if !known.iter().any(|k| k == attr) {
+            let hint = match did_you_mean(attr, known.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if known.is_empty() => "the dataset has no attributes".to_owned(),
+                None => format!("the attributes are {}", known.join(", ")),
+            };
+            return usage(format!(
+                "--confound {attr} is not an attribute of `{}`'s dataset (hint: {hint})",
+                args.model
+            ));
+        }
     }
 
     // The seal: the first opening names the models; another set needs a reason.
@@ -306,6 +321,27 @@ fn tested(
         hash: blake3::hash(&weights).to_hex()[..16].to_owned(),
         classes,
     })
+}
+
+/// The attributes the predictions of `stage` carry: its dataset's declared ones and those
+/// its `model.predict` sources add.
+fn attributes(m: &LoadedManifest, stage: &str) -> Vec<String> {
+    let Some(StageParams::ClassifierTrain(p)) = m.params.get(stage) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = m
+        .manifest
+        .datasets
+        .get(&p.dataset)
+        .map(|d| d.attributes.keys().cloned().collect())
+        .unwrap_or_default();
+    for from in &p.from {
+        if let Some(StageParams::ModelPredict(q)) = m.params.get(from) {
+            out.push(q.as_attribute.clone());
+            out.push(format!("{}_prob", q.as_attribute));
+        }
+    }
+    out
 }
 
 /// Every opening recorded so far, oldest first.
