@@ -21,7 +21,11 @@ fn synth_args(example: &Path) -> Vec<String> {
 
 #[test]
 fn the_examples_are_what_init_makes_and_they_run() {
-    for name in ["dermoscopy-8class", "pneumothorax-drains"] {
+    for name in [
+        "dermoscopy-8class",
+        "melanoma-vs-nevus",
+        "pneumothorax-drains",
+    ] {
         let example = examples().join(name);
         let ws = Workspace::new();
         let args = synth_args(&example);
@@ -111,7 +115,7 @@ fn requests_the_data_cannot_serve_are_refused_in_words() {
     .code(0);
     for (request, data, message) in [
         (
-            "Tell melanoma apart from ordinary moles on dermoscopy.",
+            "Tell pneumonia apart from normal chest X-rays.",
             "derm",
             "asks for a yes/no model, and derm holds",
         ),

@@ -125,6 +125,28 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
             plan.attribute_model = Some((c.clone(), short.clone(), dir, labels));
         }
     }
+    // A yes/no request on a dataset of more classes: keep the two it names.
+    let mut classes_why = None;
+    if spec.task == TaskKind::BinaryClassification
+        && let (Some(pos), Some(neg)) = (&spec.positive_class, &spec.negative_class)
+        && let Ok(catalog) = engine_data::read(&ds, data, &salt)
+        && catalog.classes.len() > 2
+    {
+        let find = |label: &str| {
+            catalog
+                .classes
+                .iter()
+                .find(|c| engine_core::task::label_of(c).as_deref() == Some(label))
+                .cloned()
+        };
+        if let (Some(p), Some(n)) = (find(pos), find(neg)) {
+            classes_why = Some(format!(
+                "the request sets {pos} against {neg}: the dataset's {p} and {n}; its other {} classes are left out",
+                catalog.classes.len() - 2
+            ));
+            ds.classes = Some(vec![n, p]);
+        }
+    }
     let audit = match audit::run(&main, &ds, data, &salt, &[]) {
         Ok(a) => a,
         Err(e) => return usage(e.render().trim_start_matches("error: ")),
@@ -139,10 +161,14 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         seed: 7,
         ..SplitSpec::default()
     });
-    let context = match context(&spec, &request, &audit, &ds, &main, data, &out_dir, &plan) {
+    let mut context = match context(&spec, &request, &audit, &ds, &main, data, &out_dir, &plan) {
         Ok(c) => c,
         Err(message) => return usage(message),
     };
+    if let (Some(classes), Some(why)) = (&ds.classes, classes_why) {
+        context["datasets"][0]["classes"] = json!(format!("[{}]", classes.join(", ")));
+        context["datasets"][0]["classes_why"] = json!(why);
+    }
     let mut hb = handlebars::Handlebars::new();
     hb.set_strict_mode(true);
     hb.register_escape_fn(handlebars::no_escape);
@@ -275,7 +301,7 @@ fn context(
     let ratio = big.1 as f64 / small.1.max(1) as f64;
     let share = |n: usize| 100.0 * n as f64 / n_train.max(1) as f64;
     let balance = format!(
-        "from the audit: the largest training class ({}, {:.1}%) is {:.0}x the smallest ({}, {:.1}%)",
+        "from the audit: the largest training class ({}, {:.1}%) is {:.1}x the smallest ({}, {:.1}%)",
         big.0,
         share(big.1),
         ratio,
@@ -346,6 +372,7 @@ fn context(
             "root": other.root,
             "labels": labels,
             "target": short,
+            "classes": null,
             "attributes": [],
             "split_by": "image",
             "split_why": "a set of its own, used only to learn the attribute",
@@ -423,6 +450,7 @@ fn dataset_value(name: &str, ds: &Dataset, attributes: &[Value], audit: &Audit) 
         "root": ds.root,
         "labels": ds.labels,
         "target": ds.target,
+        "classes": null,
         "attributes": attributes,
         "split_by": split_by,
         "split_why": split_why,

@@ -413,6 +413,10 @@ impl Partial<'_> {
             ("image_column", only("image_column", &[F::CsvImages])),
             ("target", only("target", &[F::CsvImages])),
             (
+                "classes",
+                only("classes", &[F::FolderPerClass, F::CsvImages, F::Isic2019]),
+            ),
+            (
                 "patient_column",
                 only("patient_column", &[F::CsvImages, F::Isic2019, F::Yolo]),
             ),
@@ -422,6 +426,7 @@ impl Partial<'_> {
             "metadata" => ds.metadata.is_some(),
             "image_column" => ds.image_column.is_some(),
             "target" => ds.target.is_some(),
+            "classes" => ds.classes.is_some(),
             _ => ds.patient_column.is_some(),
         });
         for (field, problem) in present {

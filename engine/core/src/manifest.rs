@@ -80,6 +80,12 @@ pub struct Dataset {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub image_column: Option<String>,
+    /// Keep only the images of these classes, in this order (with two, the second is the
+    /// positive one); the others are left out. For layouts whose labels are classes:
+    /// `folder-per-class`, `csv-images`, `isic2019`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2), extend("uniqueItems" = true))]
+    pub classes: Option<Vec<String>>,
     /// `csv-images`: the label column; its distinct values are the classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
@@ -107,6 +113,7 @@ impl Dataset {
             labels: None,
             metadata: None,
             image_column: None,
+            classes: None,
             target: None,
             patient_column: None,
             attributes: BTreeMap::new(),

@@ -403,6 +403,46 @@ fn isic_classes_without_images_are_left_out_and_bad_rows_reported() {
 }
 
 #[test]
+fn classes_keeps_the_named_ones_in_their_order() {
+    let d = tempdir();
+    let r = d.path();
+    let mut gt = format!("{ISIC_HEADER}\n");
+    for (k, class) in ["MEL", "NV", "NV", "BCC", "MEL"].iter().enumerate() {
+        let id = format!("ISIC_{k:07}");
+        rgb_jpg(
+            &r.join(format!("ISIC_2019_Training_Input/{id}.jpg")),
+            k as u8,
+        );
+        gt.push_str(&isic_row(&id, &[class]));
+    }
+    write(&r.join("ISIC_2019_Training_GroundTruth.csv"), &gt);
+    let mut s = spec(DatasetFormat::Isic2019);
+    s.classes = Some(vec!["NV".into(), "MEL".into()]);
+    let cat = read_ok(&s, r);
+    assert_eq!(cat.classes, ["NV", "MEL"]);
+    assert!(cat.is_binary());
+    assert_eq!(cat.len(), 4);
+    assert!(
+        cat.notes
+            .iter()
+            .any(|n| n.contains("1 images of the other classes")),
+        "{:?}",
+        cat.notes
+    );
+    let p = partition(cat);
+    // MEL (the second named) is the positive class: two of them.
+    assert_eq!(per_class_total(&p), [2, 2]);
+
+    s.classes = Some(vec!["NV".into(), "melanoma".into()]);
+    let e = read_err(&s, r).render();
+    assert!(
+        e.contains("`classes` names `melanoma`, which is not a class of the dataset")
+            && e.contains("MEL, NV, BCC"),
+        "{e}"
+    );
+}
+
+#[test]
 fn isic_lesions_from_metadata_stay_in_one_split() {
     let d = tempdir();
     let r = d.path();

@@ -26,6 +26,36 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 /// Image files including DICOM, for the layouts that may hold either.
 pub const ANY_IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "dcm"];
 
+/// Keeps the images of the classes `keep`, which become the catalog's classes in that order.
+fn keep_classes(catalog: &mut Catalog, keep: &[String]) -> Result<(), DataError> {
+    let mut new_index = vec![None; catalog.classes.len()];
+    for (i, name) in keep.iter().enumerate() {
+        match catalog.classes.iter().position(|c| c == name) {
+            Some(old) => new_index[old] = Some(i),
+            None => {
+                return Err(DataError::new(format!(
+                    "`classes` names `{name}`, which is not a class of the dataset"
+                ))
+                .hint(format!("its classes are {}", catalog.classes.join(", "))));
+            }
+        }
+    }
+    let before = catalog.items.len();
+    catalog.items.retain(|item| new_index[item.class].is_some());
+    for item in &mut catalog.items {
+        item.class = new_index[item.class].unwrap_or(0);
+    }
+    let left_out = before - catalog.items.len();
+    if left_out > 0 {
+        catalog.notes.push(format!(
+            "`classes` keeps {}; {left_out} images of the other classes are left out",
+            keep.join(", ")
+        ));
+    }
+    catalog.classes = keep.to_vec();
+    Ok(())
+}
+
 /// Indexes the dataset declared by `spec` whose root is `root` (already resolved against
 /// the manifest's directory).
 pub fn read(spec: &DatasetSpec, root: &Path, salt: &Salt) -> Result<Catalog, DataError> {
@@ -49,6 +79,9 @@ pub fn read(spec: &DatasetSpec, root: &Path, salt: &Salt) -> Result<Catalog, Dat
         DatasetFormat::Yolo => yolo::read(spec, root, salt)?,
         DatasetFormat::SiimAcr => siim::read(spec, root, salt)?,
     };
+    if let Some(keep) = &spec.classes {
+        keep_classes(&mut catalog, keep)?;
+    }
     for (name, source) in &spec.attributes {
         let column = source.column.clone().unwrap_or_else(|| name.clone());
         attributes::attach(
