@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::support::{Workspace, outcomes};
+use crate::support::{Workspace, outcomes, worker_is_built};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
@@ -48,11 +48,6 @@ fn the_examples_are_what_init_makes_and_they_run() {
             "{name}: {summary}"
         );
     }
-}
-
-fn worker_is_built() -> bool {
-    let exe = Path::new(env!("CARGO_BIN_EXE_engine"));
-    exe.with_file_name("engine-worker").is_file()
 }
 
 #[test]

@@ -144,3 +144,9 @@ pub fn wait_for(path: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Whether `engine-worker` was built beside `engine` (`cargo test --workspace` builds it).
+pub fn worker_is_built() -> bool {
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_engine"));
+    exe.with_file_name("engine-worker").is_file()
+}

@@ -4,12 +4,7 @@
 
 use serde_json::Value;
 
-use crate::support::{Workspace, outcomes};
-
-fn worker_is_built() -> bool {
-    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_engine"));
-    exe.with_file_name("engine-worker").is_file()
-}
+use crate::support::{Workspace, outcomes, worker_is_built};
 
 #[test]
 fn a_classifier_trains_through_the_worker_and_is_cached() {

@@ -132,23 +132,32 @@ pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Hands a libtorch stage to `engine-worker stage-exec JOB` and returns its exit status.
-fn run_in_worker(job_file: &Path) -> anyhow::Result<ExitCode> {
+/// The libtorch worker as a command, with the environment every libtorch job gets; `None`
+/// (after saying so) when it cannot be found.
+pub fn worker_command(what: &str) -> Option<std::process::Command> {
     let Some(worker) = crate::doctor::worker_path() else {
         eprintln!(
-            "error: this stage needs the libtorch worker `engine-worker`, which was not found beside `engine` or on PATH (hint: build it with `cargo build -p engine-torch`, or set ENGINE_WORKER)"
+            "error: {what} needs the libtorch worker `engine-worker`, which was not found beside `engine` or on PATH (hint: build it with `cargo build -p engine-torch`, or set ENGINE_WORKER)"
         );
-        return Ok(ExitCode::from(EXIT_FAILED));
+        return None;
     };
-    let mut cmd = std::process::Command::new(&worker);
-    cmd.arg("stage-exec").arg(job_file);
+    let mut cmd = std::process::Command::new(worker);
     // libtorch's CPU allocator then backs large tensors with transparent huge pages: far
     // fewer page faults for batches of images (the user's own setting wins).
     if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
         cmd.env("THP_MEM_ALLOC_ENABLE", "1");
     }
-    let status = cmd
-        .status()
-        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker.display()))?;
+    Some(cmd)
+}
+
+fn run_in_worker(job_file: &Path) -> anyhow::Result<ExitCode> {
+    let Some(mut cmd) = worker_command("this stage") else {
+        return Ok(ExitCode::from(EXIT_FAILED));
+    };
+    cmd.arg("stage-exec").arg(job_file);
+    let status = cmd.status().map_err(|e| {
+        anyhow::anyhow!("cannot start {}: {e}", cmd.get_program().to_string_lossy())
+    })?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(EXIT_FAILED)),

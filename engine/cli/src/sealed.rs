@@ -77,8 +77,15 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             ));
         }
         // Checked before the split is opened: a typo must not cost an opening.
-        let known = attributes(&m, &args.model);
-        if !known.iter().any(|k| k == attr) {
+        let known = match &m.params[&args.model] {
+            StageParams::ClassifierTrain(p) => {
+                engine_core::load::train_attributes(&m.manifest.datasets, &m.params, p)
+            }
+            _ => None,
+        };
+        if let Some(known) = known
+            && !known.iter().any(|k| k == attr)
+        {
             let hint = match did_you_mean(attr, known.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None if known.is_empty() => "the dataset has no attributes".to_owned(),
@@ -126,12 +133,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             names.join(" and ")
         ));
     }
-    let Some(worker) = crate::doctor::worker_path() else {
-        eprintln!(
-            "error: testing needs the libtorch worker `engine-worker`, which was not found beside `engine` or on PATH (hint: build it with `cargo build -p engine-torch`, or set ENGINE_WORKER)"
-        );
+    if crate::commands::worker_command("testing").is_none() {
         return Ok(ExitCode::from(EXIT_FAILED));
-    };
+    }
     let _lock = store.lock("engine test", |other| {
         eprintln!("waiting for another engine process on this workspace ({other})");
     })?;
@@ -167,7 +171,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         std::fs::write(&job_file, serde_json::to_string_pretty(&job)?)?;
         let out = dir.join(format!("{}.csv", t.stage));
         eprintln!("predicting the test split with `{}`", t.stage);
-        let mut cmd = std::process::Command::new(&worker);
+        let Some(mut cmd) = crate::commands::worker_command("testing") else {
+            return Ok(ExitCode::from(EXIT_FAILED));
+        };
         cmd.arg("test-predict")
             .arg(&job_file)
             .arg("--out")
@@ -179,14 +185,11 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             ))
             .arg("--device")
             .arg(&args.device);
-        if std::env::var_os("THP_MEM_ALLOC_ENABLE").is_none() {
-            cmd.env("THP_MEM_ALLOC_ENABLE", "1");
-        }
         // The worker's progress goes to standard error in words; standard output is ours.
         cmd.stdout(std::process::Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", worker.display()))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!("cannot start {}: {e}", cmd.get_program().to_string_lossy())
+        })?;
         if let Some(out) = child.stdout.take() {
             use std::io::BufRead as _;
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
@@ -321,27 +324,6 @@ fn tested(
         hash: blake3::hash(&weights).to_hex()[..16].to_owned(),
         classes,
     })
-}
-
-/// The attributes the predictions of `stage` carry: its dataset's declared ones and those
-/// its `model.predict` sources add.
-fn attributes(m: &LoadedManifest, stage: &str) -> Vec<String> {
-    let Some(StageParams::ClassifierTrain(p)) = m.params.get(stage) else {
-        return Vec::new();
-    };
-    let mut out: Vec<String> = m
-        .manifest
-        .datasets
-        .get(&p.dataset)
-        .map(|d| d.attributes.keys().cloned().collect())
-        .unwrap_or_default();
-    for from in &p.from {
-        if let Some(StageParams::ModelPredict(q)) = m.params.get(from) {
-            out.push(q.as_attribute.clone());
-            out.push(format!("{}_prob", q.as_attribute));
-        }
-    }
-    out
 }
 
 /// Every opening recorded so far, oldest first.

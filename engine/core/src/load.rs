@@ -614,25 +614,9 @@ impl Partial<'_> {
                 );
             }
         }
-        // Attribute names are only known when every source is declared or a `model.predict`.
-        let mut known: Vec<String> = self
-            .datasets
-            .get(&p.dataset)
-            .map(|d| d.attributes.keys().cloned().collect())
-            .unwrap_or_default();
-        let mut complete = self.datasets.contains_key(&p.dataset);
-        for from in &p.from {
-            match all.get(from) {
-                Some(StageParams::ModelPredict(m)) => {
-                    known.push(m.as_attribute.clone());
-                    known.push(format!("{}_prob", m.as_attribute));
-                }
-                _ => complete = false,
-            }
-        }
-        if !complete {
+        let Some(known) = train_attributes(self.datasets, all, p) else {
             return;
-        }
+        };
         for (name, field) in p.attribute_uses() {
             if !known.iter().any(|k| k == name) {
                 let hint = match did_you_mean(name, known.iter().map(String::as_str)) {
@@ -878,6 +862,30 @@ impl Partial<'_> {
             }
         }
     }
+}
+
+/// The attributes a `classifier.train` stage's images carry: its dataset's declared ones and
+/// those its `model.predict` sources add (`<name>` and `<name>_prob`). `None` when they
+/// cannot be known before running (the dataset is undeclared, or a source is another kind).
+pub fn train_attributes(
+    datasets: &BTreeMap<String, Dataset>,
+    params: &BTreeMap<String, StageParams>,
+    p: &TrainParams,
+) -> Option<Vec<String>> {
+    let mut known: Vec<String> = datasets
+        .get(&p.dataset)?
+        .attributes
+        .keys()
+        .cloned()
+        .collect();
+    for from in &p.from {
+        let Some(StageParams::ModelPredict(m)) = params.get(from) else {
+            return None;
+        };
+        known.push(m.as_attribute.clone());
+        known.push(format!("{}_prob", m.as_attribute));
+    }
+    Some(known)
 }
 
 /// Turns one schema violation into a diagnostic in the user's words.

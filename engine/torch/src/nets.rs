@@ -52,21 +52,12 @@ impl Net {
                 }
                 Net::with_head(vs, Body::Small(layers), c_in, outputs, "head", 0.2, "conv0")
             }
-            Backbone::Resnet18 => {
-                let r = Resnet::new(vs, channels, &[2, 2, 2, 2], false);
-                let f = r.features;
-                Net::with_head(
-                    vs,
-                    Body::Resnet(Box::new(r)),
-                    f,
-                    outputs,
-                    "fc",
-                    0.0,
-                    "conv1",
-                )
-            }
-            Backbone::Resnet50 => {
-                let r = Resnet::new(vs, channels, &[3, 4, 6, 3], true);
+            Backbone::Resnet18 | Backbone::Resnet50 => {
+                let r = if backbone == Backbone::Resnet18 {
+                    Resnet::new(vs, channels, &[2, 2, 2, 2], false)
+                } else {
+                    Resnet::new(vs, channels, &[3, 4, 6, 3], true)
+                };
                 let f = r.features;
                 Net::with_head(
                     vs,

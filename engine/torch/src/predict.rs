@@ -186,37 +186,16 @@ fn threshold(
     p: &PredictParams,
     model_dir: &Path,
 ) -> Result<(f64, String, serde_json::Value), String> {
-    let path = model_dir.join("predictions.csv");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("stage `{}` left no readable predictions.csv: {e}", p.model))?;
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-    let col = |name: &str| {
-        header.iter().position(|h| *h == name).ok_or_else(|| {
-            format!(
-                "the predictions.csv of stage `{}` has no `{name}` column",
-                p.model
-            )
-        })
-    };
-    let (label_col, prob_col) = (col("label")?, col("prob")?);
-    let (mut positive, mut scores) = (Vec::new(), Vec::new());
-    for line in lines.filter(|l| !l.is_empty()) {
-        let fields: Vec<&str> = line.split(',').collect();
-        let parse = |c: usize| fields.get(c).and_then(|v| v.parse::<f64>().ok());
-        match (parse(label_col), parse(prob_col)) {
-            (Some(l), Some(s)) => {
-                positive.push(l >= 0.5);
-                scores.push(s);
-            }
-            _ => {
-                return Err(format!(
-                    "the predictions.csv of stage `{}` has a malformed row: {line}",
+    // The same reader as `engine metrics`.
+    let preds =
+        engine_core::metrics::predictions::read_binary(&model_dir.join("predictions.csv"), None)
+            .map_err(|e| {
+                format!(
+                    "the validation predictions of stage `{}` cannot be read: {e}",
                     p.model
-                ));
-            }
-        }
-    }
+                )
+            })?;
+    let (positive, scores) = (preds.positive, preds.probs);
     let data = BinaryData::new(&positive, &scores).map_err(|e| {
         format!(
             "cannot choose a threshold on the validation predictions of `{}`: {e}",
