@@ -2,6 +2,7 @@
 //! cache and the executors. It never links libtorch, so manifests can be validated,
 //! planned and reviewed on any laptop.
 
+pub mod agent;
 pub mod cache;
 pub mod canonical;
 pub mod clock;

@@ -291,6 +291,7 @@ pub fn load_text(path: &Path, text: String) -> Result<LoadedManifest, Invalid> {
     for (id, p) in &params {
         partial.check_stage(id, p, &params);
     }
+    partial.check_policy(&value, &params);
     let dag = partial.build_dag(&params);
     let mut errors = partial.errors;
     if errors.is_empty() {
@@ -374,6 +375,44 @@ impl Partial<'_> {
             message,
             hint,
         });
+    }
+
+    /// The policy's stage and paths mean something in this manifest.
+    fn check_policy(&mut self, value: &Value, params: &BTreeMap<String, StageParams>) {
+        let Some(policy) = value
+            .get("policy")
+            .and_then(|p| serde_json::from_value::<crate::manifest::Policy>(p.clone()).ok())
+        else {
+            return;
+        };
+        if let Some(score) = &policy.score
+            && !matches!(params.get(score), Some(StageParams::Evaluate(_)))
+        {
+            let evaluates: Vec<String> = params
+                .iter()
+                .filter(|(_, p)| matches!(p, StageParams::Evaluate(_)))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let hint = match did_you_mean(score, evaluates.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if evaluates.is_empty() => "add an `evaluate` stage for the model".into(),
+                None => format!("the evaluate stages are {}", code_list(&evaluates)),
+            };
+            self.at(
+                "/policy/score",
+                format!("`policy.score` names `{score}`, which is not an `evaluate` stage"),
+                Some(hint),
+            );
+        }
+        for (i, pattern) in policy.allow.iter().flatten().enumerate() {
+            if !pattern.starts_with('/') {
+                self.at(
+                    &format!("/policy/allow/{i}"),
+                    format!("`{pattern}` is not a JSON pointer pattern"),
+                    Some(format!("start it with `/`, as in `/stages/train/with/**`")),
+                );
+            }
+        }
     }
 
     fn check_datasets(&mut self) {

@@ -49,6 +49,65 @@ pub struct Manifest {
     /// The stages of the pipeline, keyed by id.
     #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN, "maxLength": 64}, "minProperties" = 1))]
     pub stages: BTreeMap<String, Stage>,
+    /// What `engine develop` may change in this file, and what counts as better. Without
+    /// it, a round may change the parameters of training and evaluation stages and insert
+    /// catalogue stages. Never, whatever the policy says: change the policy, the datasets,
+    /// the task or the request, or add, edit or remove a `command` stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+}
+
+/// The clinician's limits on the developer loop (`engine develop`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// JSON pointers a round may change, as patterns: `*` stands for one path segment (or
+    /// part of one), `**` for any number of segments. For example
+    /// `/stages/train/with/**` lets every parameter of `train` change, and
+    /// `/stages/*/with/lr` only learning rates. Without it: the parameters (`with`) of
+    /// `classifier.train` and `evaluate` stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Stage kinds a round may insert as new stages (and remove again). Without it: every
+    /// kind but `command`, which can never be inserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insert: Option<Vec<StageKind>>,
+    /// The `evaluate` stage whose validation metrics score each round. Without it: the
+    /// manifest's only `evaluate` stage without a `baseline`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub score: Option<String>,
+    /// The smallest gain in the objective that counts as better (guards against keeping
+    /// noise).
+    #[serde(default = "default_min_improvement")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_improvement: f64,
+    /// For tasks with confounders: how much the partial correlation between the model's
+    /// output and the confounder (label held fixed) may rise over the best round's before a
+    /// round is refused, however much its objective gains.
+    #[serde(default = "default_confound_tolerance")]
+    #[schemars(range(min = 0.0, max = 2.0))]
+    pub confound_tolerance: f64,
+}
+
+fn default_min_improvement() -> f64 {
+    0.005
+}
+
+fn default_confound_tolerance() -> f64 {
+    0.05
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            allow: None,
+            insert: None,
+            score: None,
+            min_improvement: default_min_improvement(),
+            confound_tolerance: default_confound_tolerance(),
+        }
+    }
 }
 
 /// A dataset on disk. Its declaration and its files' content are part of the cache key of

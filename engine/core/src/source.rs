@@ -37,6 +37,16 @@ impl SourceMap {
         }
     }
 
+    /// Where the value at `pointer` starts, if the document has it.
+    pub fn value_at(&self, pointer: &str) -> Option<Mark> {
+        self.values.get(pointer).copied()
+    }
+
+    /// Where the key naming the value at `pointer` is, if the value is a mapping's member.
+    pub fn key_at(&self, pointer: &str) -> Option<Mark> {
+        self.keys.get(pointer).copied()
+    }
+
     /// Where the key naming the value at `pointer` is, falling back to the value's position.
     pub fn key(&self, pointer: &str) -> Mark {
         self.keys

@@ -1,0 +1,8 @@
+//! The developer loop's parts that need no process or network: JSON Patch, the policy that
+//! limits what a round may change, the format-preserving rewrite of the manifest text, and
+//! unified diffs.
+
+pub mod diff;
+pub mod patch;
+pub mod policy;
+pub mod rewrite;
