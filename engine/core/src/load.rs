@@ -409,7 +409,7 @@ impl Partial<'_> {
                 self.at(
                     &format!("/policy/allow/{i}"),
                     format!("`{pattern}` is not a JSON pointer pattern"),
-                    Some(format!("start it with `/`, as in `/stages/train/with/**`")),
+                    Some("start it with `/`, as in `/stages/train/with/**`".into()),
                 );
             }
         }

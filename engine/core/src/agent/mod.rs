@@ -3,6 +3,9 @@
 //! unified diffs.
 
 pub mod diff;
+pub mod journal;
 pub mod patch;
 pub mod policy;
+pub mod propose;
 pub mod rewrite;
+pub mod score;

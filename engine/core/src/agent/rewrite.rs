@@ -237,7 +237,7 @@ impl<'a> Doc<'a> {
         end
     }
 
-    fn replace(&self, start: usize, end: usize, with: &str) -> String {
+    fn splice(&self, start: usize, end: usize, with: &str) -> String {
         format!("{}{with}{}", &self.text[..start], &self.text[end..])
     }
 
@@ -249,7 +249,7 @@ impl<'a> Doc<'a> {
             .get(last + 1)
             .copied()
             .unwrap_or(self.text.len());
-        self.replace(s, e, "")
+        self.splice(s, e, "")
     }
 
     fn apply(&self, edit: &Edit, current: &Value) -> Result<String, RewriteError> {
@@ -263,7 +263,7 @@ impl<'a> Doc<'a> {
                 match self.place(p)? {
                     Place::Inline(at) => {
                         let end = self.inline_end(at, self.in_flow(p)?)?;
-                        Ok(self.replace(at, end, &inline(v)))
+                        Ok(self.splice(at, end, &inline(v)))
                     }
                     Place::Block => {
                         let colon = self.colon_after(key_at)?;
@@ -284,7 +284,7 @@ impl<'a> Doc<'a> {
                             .get(last + 1)
                             .copied()
                             .unwrap_or(self.text.len());
-                        Ok(self.replace(self.starts[key_line], e, &new_line))
+                        Ok(self.splice(self.starts[key_line], e, &new_line))
                     }
                 }
             }
@@ -305,7 +305,7 @@ impl<'a> Doc<'a> {
                         while matches!(bytes.get(after), Some(b' ' | b'\t')) {
                             after += 1;
                         }
-                        return Ok(self.replace(key_at, after, ""));
+                        return Ok(self.splice(key_at, after, ""));
                     }
                     let before = self.text[..key_at].trim_end_matches([' ', '\t']);
                     let start = if before.ends_with(',') {
@@ -313,7 +313,7 @@ impl<'a> Doc<'a> {
                     } else {
                         key_at
                     };
-                    return Ok(self.replace(start, end, ""));
+                    return Ok(self.splice(start, end, ""));
                 }
                 let key_line = self.line_of(key_at);
                 if self.line(key_line)[..key_at - self.starts[key_line]].trim() != "" {
@@ -337,10 +337,10 @@ impl<'a> Doc<'a> {
                     let close = flow_end(self.text, at)? - 1;
                     let inner = &self.text[at + 1..close];
                     if inner.trim().is_empty() {
-                        return Ok(self.replace(at + 1, close, &member));
+                        return Ok(self.splice(at + 1, close, &member));
                     }
                     let last = at + 1 + inner.trim_end().len();
-                    return Ok(self.replace(last, last, &format!(", {member}")));
+                    return Ok(self.splice(last, last, &format!(", {member}")));
                 }
                 let Some(Value::Object(siblings)) = crate::agent::patch::get(current, parent)
                 else {
@@ -366,7 +366,7 @@ impl<'a> Doc<'a> {
                 if at == self.text.len() && !self.text.ends_with('\n') {
                     return Ok(format!("{}\n{text}", self.text));
                 }
-                Ok(self.replace(at, at, &text))
+                Ok(self.splice(at, at, &text))
             }
         }
     }

@@ -1,0 +1,884 @@
+//! Proposers: each round, one change to the best manifest so far, with a rationale.
+//!
+//! The heuristic proposer walks a catalogue of established techniques in an order the
+//! evidence drives (the TaskSpec, the data audit, the rounds so far); the random proposer
+//! draws uniformly from the same space of actions, as a baseline to measure the heuristic
+//! against. Both only offer changes the policy allows and that no earlier round tried (the
+//! resulting manifest's content hash is the identity).
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value, json};
+
+use crate::agent::journal::{Round, State, manifest_hash};
+use crate::agent::patch::{self, Patch, PatchOp};
+use crate::agent::policy;
+use crate::agent::rewrite::inline;
+use crate::manifest::Policy;
+use crate::task::{ErrorPreference, TaskKind, TaskSpec};
+
+/// What a proposer sees.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The TaskSpec embedded in the manifest, if any.
+    pub task: Option<&'a TaskSpec>,
+    /// The best manifest so far, as a value.
+    pub best: &'a Value,
+    /// The clinician's policy.
+    pub policy: &'a Policy,
+    /// The training stage the scoring evaluation reads.
+    pub train: &'a str,
+    /// Every finished round.
+    pub rounds: &'a [Round],
+    /// The data audit of the training dataset (`audit.json`), when the manifest has one.
+    pub audit: Option<&'a Value>,
+    /// Attribute columns the training stage can use (declared, and from `from:` stages).
+    pub attributes: &'a [String],
+    /// The attribute the scoring evaluation analyses as a confounder.
+    pub confound: Option<&'a str>,
+}
+
+/// A proposed change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Candidate {
+    /// The patch on the best manifest.
+    pub patch: Patch,
+    /// Why, citing the evidence.
+    pub rationale: String,
+}
+
+/// A proposer of changes.
+pub trait Proposer {
+    /// Its name in records (`heuristic`, `random`, ...).
+    fn name(&self) -> &'static str;
+    /// The next change to try, or `None` when it has nothing left to offer.
+    fn propose(&mut self, ctx: &Context<'_>) -> Option<Candidate>;
+}
+
+/// The change a patch makes to `best`, in a line: `loss.kind: bce -> focal; mixup: + {alpha: 0.2}`.
+pub fn summarize(best: &Value, patch: &[PatchOp]) -> String {
+    let Ok(new) = patch::apply(best, patch) else {
+        return "a patch that does not apply".into();
+    };
+    let parts: Vec<String> = policy::changed_pointers(best, &new)
+        .iter()
+        .map(|p| {
+            let toks = patch::tokens(p).unwrap_or_default();
+            let name = if toks.len() > 3 && toks[0] == "stages" && toks[2] == "with" {
+                format!("{}.{}", toks[1], toks[3..].join("."))
+            } else {
+                toks.join(".")
+            };
+            match (patch::get(best, p), patch::get(&new, p)) {
+                (Some(a), Some(b)) => format!("{name}: {} -> {}", inline(a), inline(b)),
+                (None, Some(b)) => format!("{name}: + {}", inline(b)),
+                (Some(a), None) => format!("{name}: - {}", inline(a)),
+                (None, None) => name,
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "no change".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// The identity of a change, whatever manifest it was made to: each changed pointer with
+/// its new value (null when removed), as canonical JSON.
+pub fn change_key(base: &Value, new: &Value) -> String {
+    let pairs: Vec<Value> = policy::changed_pointers(base, new)
+        .into_iter()
+        .map(|p| {
+            let v = patch::get(new, &p).cloned().unwrap_or(Value::Null);
+            json!([p, v])
+        })
+        .collect();
+    crate::canonical::to_canonical_string(&Value::Array(pairs))
+}
+
+/// Whether `patch` is worth proposing: it applies, the policy allows it, and no round has
+/// tried the same change or run the manifest it makes.
+pub fn fresh(ctx: &Context<'_>, patch: &[PatchOp], tried: &HashSet<String>) -> bool {
+    let Ok(new) = patch::apply(ctx.best, patch) else {
+        return false;
+    };
+    policy::check(ctx.policy, ctx.best, &new).is_ok()
+        && !tried.contains(&manifest_hash(&new))
+        && !tried.contains(&change_key(ctx.best, &new))
+}
+
+/// The changes and manifests every round so far tried.
+pub fn tried(rounds: &[Round]) -> HashSet<String> {
+    rounds
+        .iter()
+        .flat_map(|r| [r.manifest_hash.clone(), r.change.clone()])
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+/// The training stage's parameters in the best manifest.
+fn with<'a>(ctx: &Context<'a>) -> Map<String, Value> {
+    ctx.best["stages"][ctx.train]["with"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn set(ctx: &Context<'_>, key: &str, value: Value) -> PatchOp {
+    PatchOp::Add {
+        path: format!("/stages/{}/with/{key}", ctx.train),
+        value,
+    }
+}
+
+fn unset(ctx: &Context<'_>, key: &str) -> Option<PatchOp> {
+    with(ctx).contains_key(key).then(|| PatchOp::Remove {
+        path: format!("/stages/{}/with/{key}", ctx.train),
+    })
+}
+
+/// The object parameter `key` with `fields` set over what it holds now.
+fn merge(ctx: &Context<'_>, key: &str, fields: Value) -> PatchOp {
+    let mut obj = with(ctx)
+        .get(key)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    if let Value::Object(f) = fields {
+        obj.extend(f);
+    }
+    set(ctx, key, Value::Object(obj))
+}
+
+fn num(ctx: &Context<'_>, key: &str, default: f64) -> f64 {
+    with(ctx)
+        .get(key)
+        .and_then(Value::as_f64)
+        .unwrap_or(default)
+}
+
+fn binary(ctx: &Context<'_>) -> bool {
+    ctx.task
+        .is_none_or(|t| t.task == TaskKind::BinaryClassification)
+}
+
+/// The attribute that stands for the confounder, and the one to debias against (its
+/// predicted probability when a model predicted it, which carries more than a 0/1 label).
+fn confound_attributes(ctx: &Context<'_>) -> Option<(String, String, String)> {
+    let task = ctx.task?;
+    for c in &task.confounders {
+        let short = c.split('_').next_back().unwrap_or(c);
+        let hit = ctx
+            .attributes
+            .iter()
+            .find(|a| *a == c)
+            .or_else(|| ctx.attributes.iter().find(|a| a.as_str() == short))
+            .or_else(|| {
+                ctx.confound
+                    .and_then(|f| ctx.attributes.iter().find(|a| *a == f))
+            })
+            .or_else(|| {
+                ctx.attributes
+                    .iter()
+                    .find(|a| a.contains(short) && !a.ends_with("_prob"))
+            });
+        if let Some(a) = hit {
+            let prob = format!("{a}_prob");
+            let debias = if ctx.attributes.contains(&prob) {
+                prob
+            } else {
+                a.clone()
+            };
+            return Some((c.clone(), a.clone(), debias));
+        }
+    }
+    None
+}
+
+/// The audit's sentence about an attribute, for rationales.
+fn audit_evidence(ctx: &Context<'_>, attribute: &str) -> String {
+    let tabs = ctx.audit.and_then(|a| a["cross_tabs"].as_object());
+    let found = tabs.and_then(|t| {
+        t.iter()
+            .find(|(k, _)| {
+                k.as_str() == attribute || attribute.contains(k.as_str()) || k.contains(attribute)
+            })
+            .and_then(|(k, v)| Some((k.clone(), v["train"].as_array()?.first()?.clone())))
+    });
+    match found {
+        Some((k, x)) => match (
+            x["p_given_positive"].as_f64(),
+            x["p_given_negative"].as_f64(),
+            x["auc"].as_f64(),
+        ) {
+            (Some(p), Some(q), Some(auc)) => format!(
+                "the audit finds `{k}` in {:.1}% of {} training images against {:.1}% of the others, and `{k}` alone predicts the label with AUC {auc:.3}",
+                100.0 * p,
+                x["class"].as_str().unwrap_or("positive"),
+                100.0 * q
+            ),
+            _ => format!("the audit cross-tabulates `{k}` against the label"),
+        },
+        None => "the request names it as a confounder".into(),
+    }
+}
+
+/// The class balance the audit found, for rationales.
+fn class_evidence(ctx: &Context<'_>) -> Option<String> {
+    let classes = ctx.audit?["classes"].as_array()?;
+    let counts: Vec<(String, u64)> = classes
+        .iter()
+        .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c["train"].as_u64()?)))
+        .collect();
+    let big = counts.iter().max_by_key(|c| c.1)?;
+    let small = counts.iter().filter(|c| c.1 > 0).min_by_key(|c| c.1)?;
+    Some(format!(
+        "the audit counts {} `{}` training images against {} `{}` ({:.1}x)",
+        big.1,
+        big.0,
+        small.1,
+        small.0,
+        big.1 as f64 / small.1 as f64
+    ))
+}
+
+/// The best round's validation figures, for rationales.
+fn best_evidence(ctx: &Context<'_>) -> String {
+    match ctx
+        .rounds
+        .iter()
+        .rev()
+        .find(|r| r.kept)
+        .and_then(|r| Some((r.round, r.score.as_ref()?)))
+    {
+        Some((n, s)) => format!(
+            "the best round so far (round {n}) has validation {} {:.4}",
+            s.metric, s.value
+        ),
+        None => "no round has been scored yet".into(),
+    }
+}
+
+/// What the round that tried the manifest `patch` makes of `base` gained over the best
+/// round before it: `None` if untried, `Some(None)` if it did not run to a score.
+fn outcome(ctx: &Context<'_>, base: &Value, patch: &[PatchOp]) -> Option<Option<f64>> {
+    let key = change_key(base, &patch::apply(base, patch).ok()?);
+    let r = ctx.rounds.iter().find(|r| r.change == key)?;
+    let before = ctx.rounds[..r.round as usize]
+        .iter()
+        .rev()
+        .find(|b| b.kept)
+        .and_then(|b| b.score.as_ref());
+    Some(match (&r.score, before) {
+        (Some(s), Some(b)) if r.state == State::Done => Some(s.value - b.value),
+        _ => None,
+    })
+}
+
+/// The heuristic catalogue, in the order it is walked: each entry a patch and its
+/// rationale. Entries that are already in place, not allowed or tried are skipped by the
+/// caller.
+pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut push =
+        |patch: Vec<PatchOp>, rationale: String| out.push(Candidate { patch, rationale });
+    let w = with(ctx);
+    let loss = w.get("loss").cloned().unwrap_or_else(|| json!({}));
+    let task = ctx.task;
+    let priority = task.and_then(|t| {
+        t.priority_class
+            .clone()
+            .or_else(|| t.positive_class.clone())
+    });
+    let fn_averse =
+        task.is_some_and(|t| t.error_preference == ErrorPreference::MinimizeFalseNegatives);
+    let classes = class_evidence(ctx);
+
+    // 1. What the request says matters most.
+    if fn_averse || task.is_some_and(|t| t.priority_class.is_some()) {
+        let who = priority
+            .clone()
+            .unwrap_or_else(|| "the priority class".into());
+        let why = if fn_averse {
+            format!(
+                "the request says a missed `{who}` is the worst error (error_preference: minimize_false_negatives)"
+            )
+        } else {
+            format!("the request puts `{who}` first (priority_class)")
+        };
+        if loss["class_weighted"] != json!(true) {
+            push(
+                vec![merge(ctx, "loss", json!({"class_weighted": true}))],
+                format!(
+                    "{why}; {}: weighting the loss by inverse class frequency makes each rare case count as much as the common ones",
+                    classes
+                        .clone()
+                        .unwrap_or_else(|| "the classes are unbalanced".into())
+                ),
+            );
+        }
+        if loss["kind"] != json!("focal") {
+            push(
+                vec![merge(ctx, "loss", json!({"kind": "focal", "gamma": 2.0}))],
+                format!(
+                    "{why}; focal loss (gamma 2) puts the gradient on the hard, misclassified cases, which is where missed `{who}` cases are"
+                ),
+            );
+        }
+    }
+
+    // 2. The confounder the request names.
+    if let Some((name, attr, debias_attr)) = confound_attributes(ctx) {
+        let evidence = audit_evidence(ctx, &attr);
+        let sampler_ok = w
+            .get("sampler")
+            .is_some_and(|s| s["kind"] == json!("group_balanced"));
+        if !sampler_ok {
+            push(
+                vec![set(
+                    ctx,
+                    "sampler",
+                    json!({"kind": "group_balanced", "attribute": attr}),
+                )],
+                format!(
+                    "the request says the model must not rely on `{name}`, and {evidence}: drawing every label x `{attr}` group equally often removes the shortcut from the training batches"
+                ),
+            );
+        }
+        // Gradient reversal, climbing the strength only while the last step was kept.
+        let mut climb = true;
+        for lambda in [0.1, 0.3, 1.0] {
+            if !climb {
+                break;
+            }
+            let step = vec![set(
+                ctx,
+                "debias",
+                json!({"kind": "gradient_reversal", "attribute": debias_attr, "lambda": lambda}),
+            )];
+            let current = w.get("debias").and_then(|d| d["lambda"].as_f64());
+            if current == Some(lambda) {
+                continue;
+            }
+            match outcome(ctx, ctx.best, &step) {
+                // A step that made things worse (or failed) ends the climb.
+                Some(gain) if gain.is_none_or(|g| g < 0.0) => climb = false,
+                _ => push(
+                    step,
+                    format!(
+                        "the request says the model must not rely on `{name}`; {evidence}. An adversary that predicts `{debias_attr}` from the features, with its gradient reversed (lambda {lambda}), trains the features to carry less of it"
+                    ),
+                ),
+            }
+        }
+        if w.get("mixup").is_none() {
+            push(
+                vec![set(ctx, "mixup", json!({"alpha": 0.2}))],
+                format!(
+                    "mixup (alpha 0.2) blends images and labels, which weakens any single shortcut such as `{attr}` and regularises; {}",
+                    best_evidence(ctx)
+                ),
+            );
+        }
+        if loss["label_smoothing"].as_f64().unwrap_or(0.0) == 0.0 {
+            push(
+                vec![merge(ctx, "loss", json!({"label_smoothing": 0.05}))],
+                format!(
+                    "label smoothing (0.05) keeps the model from betting everything on a confident shortcut such as `{attr}`; {}",
+                    best_evidence(ctx)
+                ),
+            );
+        }
+    }
+
+    // 3. Many false positives: a stricter ratio of negatives.
+    if binary(ctx)
+        && let Some(s) = ctx
+            .rounds
+            .iter()
+            .rev()
+            .find(|r| r.kept)
+            .and_then(|r| r.score.as_ref())
+        && let (Some(sens), Some(spec)) =
+            (s.metrics.get("sensitivity"), s.metrics.get("specificity"))
+        && *spec + 0.1 < *sens
+        && w.get("sampler")
+            .is_none_or(|s| s["kind"] != json!("group_balanced"))
+    {
+        push(
+            vec![set(
+                ctx,
+                "sampler",
+                json!({"kind": "ratio", "negatives_per_positive": 2.0}),
+            )],
+            format!(
+                "the best round's validation specificity {spec:.3} is well below its sensitivity {sens:.3}: too many false positives; two negatives per positive in each batch shows the model more of what is not a finding"
+            ),
+        );
+    }
+
+    // 4. Optimisation, schedule, augmentation, resolution, batch size and backbone.
+    let lr = num(ctx, "lr", 1e-3);
+    let evidence = best_evidence(ctx);
+    for (factor, why) in [
+        (
+            0.3,
+            "a smaller learning rate often finds a better minimum once the loss is set",
+        ),
+        (
+            3.0,
+            "a larger learning rate helps when training has not converged within its epochs",
+        ),
+    ] {
+        let to = (lr * factor * 1e6).round() / 1e6;
+        push(
+            vec![set(ctx, "lr", json!(to))],
+            format!("{why}: lr {lr} -> {to}; {evidence}"),
+        );
+    }
+    let epochs = num(ctx, "epochs", 10.0) as u64;
+    if epochs < 60 {
+        push(
+            vec![
+                set(ctx, "epochs", json!(epochs * 2)),
+                set(ctx, "early_stopping", json!((epochs / 2).max(3))),
+            ],
+            format!(
+                "a longer schedule ({epochs} -> {} epochs, with early stopping on validation) when the curve is still rising; {evidence}",
+                epochs * 2
+            ),
+        );
+    }
+    let augment = num(ctx, "augment", 0.5);
+    for to in [0.8, 0.25] {
+        if (augment - to).abs() > 1e-9 {
+            push(
+                vec![set(ctx, "augment", json!(to))],
+                format!(
+                    "augmentation strength {augment} -> {to}: {}; {evidence}",
+                    if to > augment {
+                        "more variety against overfitting a small training set"
+                    } else {
+                        "less distortion when the findings are small"
+                    }
+                ),
+            );
+        }
+    }
+    if w.get("ema").is_none() {
+        push(
+            vec![set(ctx, "ema", json!({"decay": 0.999}))],
+            format!(
+                "an exponential moving average of the weights (decay 0.999) smooths the last epochs' noise; {evidence}"
+            ),
+        );
+    }
+    let size = num(ctx, "image_size", 64.0) as u64;
+    if size < 256 {
+        push(
+            vec![set(ctx, "image_size", json!(size * 2))],
+            format!(
+                "a higher resolution ({size} -> {} px) shows finer detail, at about four times the cost per image; {evidence}",
+                size * 2
+            ),
+        );
+    }
+    let batch = num(ctx, "batch_size", 32.0) as u64;
+    for to in [batch / 2, batch * 2] {
+        if (8..=256).contains(&to) {
+            push(
+                vec![set(ctx, "batch_size", json!(to))],
+                format!("batch size {batch} -> {to}; {evidence}"),
+            );
+        }
+    }
+    if w.get("backbone")
+        .and_then(Value::as_str)
+        .unwrap_or("small_cnn")
+        == "small_cnn"
+    {
+        push(
+            vec![set(ctx, "backbone", json!("resnet18"))],
+            format!(
+                "a deeper backbone (ResNet-18) when the small CNN's capacity is the limit; {evidence}"
+            ),
+        );
+    }
+    out
+}
+
+/// The heuristic proposer (the default; no network).
+#[derive(Debug, Default)]
+pub struct Heuristic;
+
+impl Proposer for Heuristic {
+    fn name(&self) -> &'static str {
+        "heuristic"
+    }
+
+    fn propose(&mut self, ctx: &Context<'_>) -> Option<Candidate> {
+        let tried = tried(ctx.rounds);
+        catalogue(ctx)
+            .into_iter()
+            .find(|c| fresh(ctx, &c.patch, &tried))
+    }
+}
+
+/// The action space the random proposer draws from: one parameter of the training stage
+/// set to one value of a grid, within the policy.
+pub fn action_space(ctx: &Context<'_>) -> Vec<Candidate> {
+    let mut grid: Vec<(&str, Value)> = Vec::new();
+    for lr in [1e-4, 3e-4, 1e-3, 3e-3] {
+        grid.push(("lr", json!(lr)));
+    }
+    for e in [5, 10, 20, 30] {
+        grid.push(("epochs", json!(e)));
+    }
+    for b in [16, 32, 64] {
+        grid.push(("batch_size", json!(b)));
+    }
+    for s in [32, 64, 96, 128] {
+        grid.push(("image_size", json!(s)));
+    }
+    for a in [0.0, 0.25, 0.5, 0.8] {
+        grid.push(("augment", json!(a)));
+    }
+    for wd in [0.0, 0.01, 0.05, 0.1] {
+        grid.push(("weight_decay", json!(wd)));
+    }
+    for b in ["small_cnn", "resnet18"] {
+        grid.push(("backbone", json!(b)));
+    }
+    let kinds: &[&str] = if binary(ctx) {
+        &["cross_entropy", "bce", "focal"]
+    } else {
+        &["cross_entropy", "focal"]
+    };
+    for k in kinds {
+        grid.push(("loss", json!({"kind": k})));
+    }
+    for ls in [0.0, 0.05, 0.1] {
+        grid.push(("loss", json!({"label_smoothing": ls})));
+    }
+    for cw in [true, false] {
+        grid.push(("loss", json!({"class_weighted": cw})));
+    }
+    grid.push(("sampler", json!({"kind": "uniform"})));
+    grid.push(("sampler", json!({"kind": "class_balanced"})));
+    if binary(ctx) {
+        grid.push((
+            "sampler",
+            json!({"kind": "ratio", "negatives_per_positive": 2.0}),
+        ));
+    }
+    let confound = confound_attributes(ctx);
+    if let Some((_, attr, debias)) = &confound {
+        grid.push((
+            "sampler",
+            json!({"kind": "group_balanced", "attribute": attr}),
+        ));
+        for l in [0.1, 0.3, 1.0] {
+            grid.push((
+                "debias",
+                json!({"kind": "gradient_reversal", "attribute": debias, "lambda": l}),
+            ));
+        }
+    }
+    for a in [0.2, 0.4] {
+        grid.push(("mixup", json!({"alpha": a})));
+    }
+    grid.push(("ema", json!({"decay": 0.999})));
+    let mut out: Vec<Candidate> = grid
+        .into_iter()
+        .map(|(k, v)| {
+            let op = if k == "loss" {
+                merge(ctx, k, v.clone())
+            } else {
+                set(ctx, k, v.clone())
+            };
+            Candidate {
+                patch: vec![op],
+                rationale: format!(
+                    "drawn at random from the action space: {k} = {}",
+                    inline(&v)
+                ),
+            }
+        })
+        .collect();
+    for k in ["debias", "mixup", "ema"] {
+        if let Some(op) = unset(ctx, k) {
+            out.push(Candidate {
+                patch: vec![op],
+                rationale: format!("drawn at random from the action space: no {k}"),
+            });
+        }
+    }
+    out
+}
+
+/// The random proposer: uniform over the untried actions the policy allows, seeded.
+#[derive(Debug)]
+pub struct Random {
+    state: u64,
+}
+
+impl Random {
+    /// A random proposer drawing from `seed`.
+    pub fn new(seed: u64) -> Random {
+        Random {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        // splitmix64
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+impl Proposer for Random {
+    fn name(&self) -> &'static str {
+        "random"
+    }
+
+    fn propose(&mut self, ctx: &Context<'_>) -> Option<Candidate> {
+        let tried = tried(ctx.rounds);
+        let open: Vec<Candidate> = action_space(ctx)
+            .into_iter()
+            .filter(|c| fresh(ctx, &c.patch, &tried))
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        // One draw per round, from a stream that depends on the round, so a resumed loop
+        // draws what the uninterrupted one would have.
+        let mut r = Random {
+            state: self.state ^ (ctx.rounds.len() as u64).wrapping_mul(0xd6e8_feb8_6659_fd93),
+        };
+        let pick = (r.next() % open.len() as u64) as usize;
+        open.into_iter().nth(pick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::journal::Proposal;
+    use crate::agent::score::Score;
+
+    fn manifest() -> Value {
+        json!({
+            "version": 1, "name": "chest",
+            "task": {"task": "binary_classification", "modality": "chest_xray", "target": "pneumothorax",
+                     "positive_class": "pneumothorax", "objective": {"metric": "auc"}, "confounders": ["chest_drain"]},
+            "datasets": {"images": {"format": "siim-acr", "root": "data"}},
+            "stages": {
+                "prep": {"uses": "command", "with": {"run": "true"}},
+                "train": {"uses": "classifier.train", "with": {"dataset": "images", "loss": {"kind": "bce"}}},
+                "evaluate": {"uses": "evaluate", "with": {"model": "train", "confound": "drain"}}
+            }
+        })
+    }
+
+    fn audit() -> Value {
+        json!({"classes": [{"name": "no_pneumothorax", "train": 311}, {"name": "pneumothorax", "train": 105}],
+               "cross_tabs": {"drain": {"train": [{"class": "pneumothorax", "p_given_positive": 0.61, "p_given_negative": 0.074, "auc": 0.768}]}}})
+    }
+
+    fn round(n: u32, base: &Value, patch: Patch, value: f64, kept: bool) -> Round {
+        let new = patch::apply(base, &patch).unwrap();
+        Round {
+            round: n,
+            state: State::Done,
+            kept,
+            proposal: Proposal {
+                proposer: "heuristic".into(),
+                summary: String::new(),
+                rationale: String::new(),
+                patch,
+                base: None,
+            },
+            diff: String::new(),
+            manifest_hash: manifest_hash(&new),
+            change: if n == 0 {
+                String::new()
+            } else {
+                change_key(base, &new)
+            },
+            score: Some(Score {
+                metric: "auc".into(),
+                value,
+                ci: None,
+                constraints: vec![],
+                confound: None,
+                metrics: Default::default(),
+            }),
+            verdict: String::new(),
+            started: String::new(),
+            duration_s: 0.0,
+            run_id: None,
+        }
+    }
+
+    #[test]
+    fn the_heuristic_starts_from_the_confounder_with_the_audit_as_evidence_and_never_repeats() {
+        let best = manifest();
+        let audit = audit();
+        let policy = Policy::default();
+        let attrs = vec!["drain".to_string(), "drain_prob".to_string()];
+        let task: TaskSpec = serde_json::from_value(best["task"].clone()).unwrap();
+        let mut rounds = vec![round(0, &best, vec![], 0.90, true)];
+        fn context<'a>(
+            (task, best, policy, audit, attrs): (
+                &'a TaskSpec,
+                &'a Value,
+                &'a Policy,
+                &'a Value,
+                &'a [String],
+            ),
+            rounds: &'a [Round],
+        ) -> Context<'a> {
+            Context {
+                task: Some(task),
+                best,
+                policy,
+                train: "train",
+                rounds,
+                audit: Some(audit),
+                attributes: attrs,
+                confound: Some("drain"),
+            }
+        }
+        let parts = (&task, &best, &policy, &audit, attrs.as_slice());
+        let mut h = Heuristic;
+        let first = h.propose(&context(parts, &rounds)).unwrap();
+        assert_eq!(
+            summarize(&best, &first.patch),
+            "train.sampler: + {attribute: drain, kind: group_balanced}"
+        );
+        assert!(
+            first
+                .rationale
+                .contains("61.0% of pneumothorax training images against 7.4%"),
+            "{}",
+            first.rationale
+        );
+        assert!(first.rationale.contains("AUC 0.768"), "{}", first.rationale);
+        // Tried and not kept: the next is gradient reversal on the predicted probability.
+        rounds.push(round(1, &best, first.patch.clone(), 0.89, false));
+        let second = h.propose(&context(parts, &rounds)).unwrap();
+        assert_eq!(
+            summarize(&best, &second.patch),
+            "train.debias: + {attribute: drain_prob, kind: gradient_reversal, lambda: 0.1}"
+        );
+        // Lambda 0.1 made things worse: the climb stops, and mixup comes next.
+        rounds.push(round(2, &best, second.patch.clone(), 0.85, false));
+        let third = h.propose(&context(parts, &rounds)).unwrap();
+        assert_eq!(
+            summarize(&best, &third.patch),
+            "train.mixup: + {alpha: 0.2}"
+        );
+        assert!(
+            third.rationale.contains("round 0") && third.rationale.contains("0.9000"),
+            "{}",
+            third.rationale
+        );
+        // Walking on, nothing is proposed twice and every proposal stays in the policy.
+        let mut seen = HashSet::new();
+        for n in 3..60 {
+            let Some(c) = h.propose(&context(parts, &rounds)) else {
+                break;
+            };
+            let s = summarize(&best, &c.patch);
+            assert!(seen.insert(s.clone()), "{s} proposed twice");
+            let new = patch::apply(&best, &c.patch).unwrap();
+            policy::check(&policy, &best, &new).unwrap();
+            rounds.push(round(n, &best, c.patch, 0.5, false));
+        }
+        assert!(
+            h.propose(&context(parts, &rounds)).is_none(),
+            "the catalogue runs out"
+        );
+    }
+
+    #[test]
+    fn a_preference_against_missed_findings_comes_first() {
+        let mut best = manifest();
+        best["task"]["error_preference"] = json!("minimize_false_negatives");
+        let task: TaskSpec = serde_json::from_value(best["task"].clone()).unwrap();
+        let audit = audit();
+        let policy = Policy::default();
+        let rounds = vec![round(0, &best, vec![], 0.9, true)];
+        let ctx = Context {
+            task: Some(&task),
+            best: &best,
+            policy: &policy,
+            train: "train",
+            rounds: &rounds,
+            audit: Some(&audit),
+            attributes: &[],
+            confound: None,
+        };
+        let c = Heuristic.propose(&ctx).unwrap();
+        assert_eq!(
+            summarize(&best, &c.patch),
+            "train.loss.class_weighted: + true"
+        );
+        assert!(
+            c.rationale.contains(
+                "311 `no_pneumothorax` training images against 105 `pneumothorax` (3.0x)"
+            ),
+            "{}",
+            c.rationale
+        );
+    }
+
+    #[test]
+    fn random_draws_are_seeded_untried_and_within_the_policy() {
+        let best = manifest();
+        let task: TaskSpec = serde_json::from_value(best["task"].clone()).unwrap();
+        let policy = Policy {
+            allow: Some(vec![
+                "/stages/train/with/lr".into(),
+                "/stages/train/with/epochs".into(),
+            ]),
+            ..Policy::default()
+        };
+        let mut rounds = vec![round(0, &best, vec![], 0.9, true)];
+        let draw = |seed: u64, rounds: &[Round]| {
+            let ctx = Context {
+                task: Some(&task),
+                best: &best,
+                policy: &policy,
+                train: "train",
+                rounds,
+                audit: None,
+                attributes: &[],
+                confound: None,
+            };
+            Random::new(seed).propose(&ctx)
+        };
+        assert_eq!(draw(1, &rounds), draw(1, &rounds));
+        let mut seen = HashSet::new();
+        for n in 1..=8 {
+            let c = draw(1, &rounds).unwrap();
+            let s = summarize(&best, &c.patch);
+            assert!(
+                s.starts_with("train.lr:") || s.starts_with("train.epochs:"),
+                "{s}"
+            );
+            assert!(seen.insert(s), "drawn twice");
+            rounds.push(round(n, &best, c.patch, 0.8, false));
+        }
+        assert_eq!(
+            draw(1, &rounds),
+            None,
+            "4 rates and 4 epoch counts, all tried"
+        );
+    }
+}
