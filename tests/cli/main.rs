@@ -3,6 +3,7 @@
 mod apply;
 mod bad_manifests;
 mod data;
+mod develop;
 mod init;
 mod metrics;
 mod parse;

@@ -33,7 +33,7 @@ pub struct ApplyArgs {
 }
 
 /// Parses `--gpus`: `none`, or comma-separated ids.
-fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
+pub(crate) fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
     let t = text.trim();
     if t.is_empty() || t == "none" {
         return Ok(Vec::new());
@@ -48,7 +48,7 @@ fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
 }
 
 /// The GPUs this machine offers: CUDA_VISIBLE_DEVICES if set, else those nvidia-smi lists.
-fn detect_gpus() -> Vec<u32> {
+pub(crate) fn detect_gpus() -> Vec<u32> {
     if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
         return parse_gpus(&v).unwrap_or_default();
     }
@@ -126,76 +126,20 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         std::process::id(),
         args.manifest.display()
     );
-    let _lock = store
-        .lock(&holder, |other| {
-            let who = if other.is_empty() { "another engine run" } else { other };
-            eprintln!("waiting: the workspace {} is locked by {who}; this run starts when it ends (Ctrl-C to give up)", m.dir.display());
-        })
-        .context("cannot lock the workspace")?;
-
-    // Plan under the lock, so that what another run just stored counts as cached.
-    let mut fp = FingerprintDb::open(&store.fingerprint_memo());
-    let plan = match make_plan(&m, &store, &mut fp) {
-        Ok(p) => p,
-        Err(invalid) => return Ok(report_invalid(&invalid)),
-    };
-    let _ = fp.save();
-
-    let reporter: Arc<dyn Reporter> = if args.json {
-        Arc::new(Silent)
-    } else if std::io::stderr().is_terminal() && !args.plain {
-        Arc::new(Bars::new())
-    } else {
-        Arc::new(Lines::new())
-    };
-    let program =
-        std::env::current_exe().context("cannot find the engine binary to run stages with")?;
-    let opts = ExecOptions {
-        program: program.clone(),
-        program_args: vec!["stage-exec".into()],
-        cpus,
-        gpus,
-        grace: Duration::from_secs(5),
-    };
-    let slurm_opts = SlurmOptions::new(program, vec!["stage-exec".into()], args.partition.clone());
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let checked = runtime.block_on(async {
-        if on_slurm {
-            slurm::check(args.partition.as_deref()).await
-        } else {
-            Ok(())
+    let _lock = lock_workspace(&store, &m.dir, &holder)?;
+    let reporter = choose_reporter(args.json, args.plain);
+    let runner = match Runner::new(cpus, gpus, args.executor, args.partition.clone(), reporter) {
+        Ok(r) => r,
+        Err(RunnerError::Usage(e)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
-    });
-    if let Err(e) = checked {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
-    let summary = runtime.block_on(async {
-        // Register for SIGINT and SIGTERM before any stage starts, so that an interrupt
-        // always reaches the executor rather than killing the engine outright.
-        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?;
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
-            }
-            eprintln!("\ninterrupted: stopping running stages (nothing partial is stored)");
-            let _ = tx.send(true);
-        });
-        let summary = if on_slurm {
-            execute_on_slurm(&m, &plan, &store, &slurm_opts, reporter, rx).await
-        } else {
-            execute(&m, &plan, &store, &opts, reporter, rx).await
-        };
-        summary.map_err(anyhow::Error::from)
-    })?;
+        Err(RunnerError::Other(e)) => return Err(e),
+    };
+    let summary = match runner.run(&m, &store, None)? {
+        Ran::Done(summary, _) => summary,
+        Ran::Invalid(invalid) => return Ok(report_invalid(&invalid)),
+    };
 
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -229,4 +173,181 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
         RunStatus::Failed => ExitCode::from(EXIT_FAILED),
         RunStatus::Cancelled => ExitCode::from(EXIT_INTERRUPTED),
     })
+}
+
+/// Takes the workspace lock, saying so while another run holds it.
+pub fn lock_workspace(
+    store: &Store,
+    dir: &std::path::Path,
+    holder: &str,
+) -> anyhow::Result<engine_core::store::WorkspaceLock> {
+    store
+        .lock(holder, |other| {
+            let who = if other.is_empty() { "another engine run" } else { other };
+            eprintln!("waiting: the workspace {} is locked by {who}; this run starts when it ends (Ctrl-C to give up)", dir.display());
+        })
+        .context("cannot lock the workspace")
+}
+
+/// Progress bars on a terminal, plain lines otherwise, nothing with `--json`.
+pub fn choose_reporter(json: bool, plain: bool) -> Arc<dyn Reporter> {
+    if json {
+        Arc::new(Silent)
+    } else if std::io::stderr().is_terminal() && !plain {
+        Arc::new(Bars::new())
+    } else {
+        Arc::new(Lines::new())
+    }
+}
+
+/// Why a runner could not be made.
+pub enum RunnerError {
+    /// The user's flags or cluster do not fit (exit 2).
+    Usage(String),
+    /// Anything else.
+    Other(anyhow::Error),
+}
+
+/// What a run came to.
+pub enum Ran {
+    /// It ran (to success, failure or interruption), and whether its time limit stopped it.
+    Done(engine_core::exec::RunSummary, bool),
+    /// Planning found the manifest invalid (for example a missing input file).
+    Invalid(engine_core::load::Invalid),
+}
+
+/// Runs manifests one after another with shared settings: the async runtime, the executor,
+/// the reporter, and Ctrl-C / SIGTERM handling registered once for all runs.
+pub struct Runner {
+    runtime: tokio::runtime::Runtime,
+    opts: ExecOptions,
+    slurm: Option<SlurmOptions>,
+    reporter: Arc<dyn Reporter>,
+    interrupt: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Runner {
+    /// A runner for this machine (or Slurm), listening for Ctrl-C and SIGTERM from now on.
+    pub fn new(
+        cpus: u32,
+        gpus: Vec<u32>,
+        executor: Executor,
+        partition: Option<String>,
+        reporter: Arc<dyn Reporter>,
+    ) -> Result<Runner, RunnerError> {
+        let program = std::env::current_exe()
+            .context("cannot find the engine binary to run stages with")
+            .map_err(RunnerError::Other)?;
+        let opts = ExecOptions {
+            program: program.clone(),
+            program_args: vec!["stage-exec".into()],
+            cpus,
+            gpus,
+            grace: Duration::from_secs(5),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")
+            .map_err(RunnerError::Other)?;
+        let slurm = match executor {
+            Executor::Slurm => {
+                runtime
+                    .block_on(slurm::check(partition.as_deref()))
+                    .map_err(|e| RunnerError::Usage(e.to_string()))?;
+                Some(SlurmOptions::new(
+                    program,
+                    vec!["stage-exec".into()],
+                    partition,
+                ))
+            }
+            Executor::Local => None,
+        };
+        // Register for SIGINT and SIGTERM before any stage starts, so that an interrupt
+        // always reaches the executor rather than killing the engine outright.
+        let (tx, interrupt) = tokio::sync::watch::channel(false);
+        runtime
+            .block_on(async {
+                let mut int = signal(SignalKind::interrupt())?;
+                let mut term = signal(SignalKind::terminate())?;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    eprintln!("\ninterrupted: stopping running stages (nothing partial is stored)");
+                    let _ = tx.send(true);
+                });
+                Ok::<(), std::io::Error>(())
+            })
+            .context("cannot listen for Ctrl-C")
+            .map_err(RunnerError::Other)?;
+        Ok(Runner {
+            runtime,
+            opts,
+            slurm,
+            reporter,
+            interrupt,
+        })
+    }
+
+    /// Whether Ctrl-C or SIGTERM arrived.
+    pub fn interrupted(&self) -> bool {
+        *self.interrupt.borrow()
+    }
+
+    /// Plans and runs `m` (the caller holds the workspace lock), stopping it after `limit`.
+    pub fn run(
+        &self,
+        m: &engine_core::load::LoadedManifest,
+        store: &Store,
+        limit: Option<Duration>,
+    ) -> anyhow::Result<Ran> {
+        // Plan under the lock, so that what another run just stored counts as cached.
+        let mut fp = FingerprintDb::open(&store.fingerprint_memo());
+        let plan = match make_plan(m, store, &mut fp) {
+            Ok(p) => p,
+            Err(invalid) => return Ok(Ran::Invalid(invalid)),
+        };
+        let _ = fp.save();
+        let reporter = self.reporter.clone();
+        let mut interrupt = self.interrupt.clone();
+        let (tx, rx) = tokio::sync::watch::channel(*interrupt.borrow());
+        self.runtime.block_on(async {
+            let run = async {
+                match &self.slurm {
+                    Some(s) => execute_on_slurm(m, &plan, store, s, reporter, rx).await,
+                    None => execute(m, &plan, store, &self.opts, reporter, rx).await,
+                }
+            };
+            tokio::pin!(run);
+            let timer = async {
+                match limit {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(timer);
+            let mut timed_out = false;
+            let mut stopping = *interrupt.borrow();
+            loop {
+                tokio::select! {
+                    summary = &mut run => return Ok(Ran::Done(summary?, timed_out)),
+                    () = &mut timer, if !timed_out && !stopping => {
+                        eprintln!("time limit reached: stopping this run's stages");
+                        timed_out = true;
+                        stopping = true;
+                        let _ = tx.send(true);
+                    }
+                    changed = interrupt.changed(), if !stopping => {
+                        if changed.is_err() || *interrupt.borrow() {
+                            stopping = true;
+                            let _ = tx.send(true);
+                        }
+                    }
+                }
+            }
+        })
+    }
 }

@@ -103,12 +103,104 @@ pub enum Cmd {
     /// The data audit: counts per class and split, patients, sizes, duplicates, supervision,
     /// attribute cross-tabs and warnings, for a dataset directory or a manifest's datasets.
     Audit(AuditArgs),
+    /// Improve the model one reviewable manifest change at a time: each round a proposer
+    /// changes one node, the engine trains and validates, and the change is kept only if
+    /// validation improves. The manifest itself is never modified; the best one is written
+    /// beside it as NAME.best.yaml. Interrupted loops resume where they stopped.
+    Develop(DevelopArgs),
+    /// The rounds of a developer loop: change, validation objective, change against the
+    /// best, kept or not.
+    History {
+        /// The manifest whose history to show [default: the only one in this directory].
+        manifest: Option<PathBuf>,
+        /// Print the history as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One round in full: the change, its rationale and evidence, the diff, the metrics.
+    Explain {
+        /// The round.
+        round: u32,
+        /// The manifest [default: the only one with a history in this directory].
+        manifest: Option<PathBuf>,
+    },
+    /// The unified diff between two rounds' manifests.
+    Diff {
+        /// The first round.
+        a: u32,
+        /// The second round.
+        b: u32,
+        /// The manifest [default: the only one with a history in this directory].
+        manifest: Option<PathBuf>,
+    },
+    /// Choose a round as the result (for example from the trade-offs shown when no round
+    /// meets every constraint); its manifest becomes NAME.best.yaml.
+    Accept {
+        /// The round.
+        round: u32,
+        /// The manifest [default: the only one with a history in this directory].
+        manifest: Option<PathBuf>,
+    },
     /// Run one stage job (used by the executors; not for direct use).
     #[command(hide = true)]
     StageExec {
         /// The job file the executor wrote.
         job: PathBuf,
     },
+}
+
+/// The flags of `engine develop`.
+#[derive(Debug, Args)]
+pub struct DevelopArgs {
+    /// The manifest (YAML) to develop; it needs an `evaluate` stage to score rounds.
+    pub manifest: PathBuf,
+    /// Rounds after the first run of the manifest as written (the total, counting rounds
+    /// an interrupted loop already ran).
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub rounds: u32,
+    /// Who proposes each change.
+    #[arg(long, value_enum, default_value_t = ProposerKind::Heuristic)]
+    pub proposer: ProposerKind,
+    /// Seed of the random proposer.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+    /// Time limit of one round's run, in minutes; a round past it is recorded as timed out.
+    #[arg(long, value_name = "M")]
+    pub run_minutes: Option<f64>,
+    /// Total time budget, in minutes: no round starts after it.
+    #[arg(long, value_name = "M")]
+    pub budget_minutes: Option<f64>,
+    /// Ask before running each proposal (y: run it, n: record it as declined, q: stop).
+    #[arg(long)]
+    pub approve: bool,
+    /// Keep the existing history aside and begin a new one.
+    #[arg(long)]
+    pub restart: bool,
+    /// CPU threads for all stages together [default: the machine's cores].
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// GPU ids stages may use, comma-separated, or `none`.
+    #[arg(long, value_name = "IDS")]
+    pub gpus: Option<String>,
+    /// Plain progress lines even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+    /// Where stages run.
+    #[arg(long, value_enum, default_value_t = Executor::Local)]
+    pub executor: Executor,
+    /// Slurm partition (with `--executor slurm`).
+    #[arg(long, value_name = "P")]
+    pub partition: Option<String>,
+}
+
+/// Proposers of `engine develop`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ProposerKind {
+    /// Established techniques in an order driven by the TaskSpec, the audit and the
+    /// results so far, each with its evidence (no network).
+    Heuristic,
+    /// Uniform draws from the policy's action space: a baseline to measure against.
+    Random,
 }
 
 /// The flags of `engine init`.

@@ -4,8 +4,10 @@ mod apply;
 mod cli;
 mod commands;
 mod data;
+mod develop;
 mod doctor;
 mod evaluate;
+mod history;
 mod init;
 mod metrics;
 mod parse;
@@ -59,6 +61,11 @@ fn main() -> ExitCode {
         Cmd::Init(args) => init::init(&args),
         Cmd::Synth(args) => data::synth(&args),
         Cmd::Audit(args) => data::audit(&args),
+        Cmd::Develop(args) => develop::develop(&args),
+        Cmd::History { manifest, json } => history::history(manifest.as_deref(), json),
+        Cmd::Explain { round, manifest } => history::explain(round, manifest.as_deref()),
+        Cmd::Diff { a, b, manifest } => history::diff(a, b, manifest.as_deref()),
+        Cmd::Accept { round, manifest } => history::accept(round, manifest.as_deref()),
         Cmd::StageExec { job } => commands::stage_exec(&job),
     };
     match result {

@@ -1,0 +1,630 @@
+//! `engine develop`: the developer loop (the paper's Algorithm 1 in manifest terms).
+//!
+//! Round 0 runs the manifest as written. Each later round asks the proposer for one change
+//! to the best manifest so far, checks it (the patch applies, the policy allows it, the
+//! rewritten text passes every check of `engine validate`), saves it, runs it (only what
+//! the change touches re-runs; the rest is cached), scores the scoring `evaluate` stage's
+//! validation metrics under the TaskSpec, and keeps it when the acceptance rule
+//! (`engine_core::agent::score`) says it is better. Every round, kept or not, is a row of
+//! the append-only table in `.engine/develop/<manifest>/`; the best manifest is always the
+//! plain file `<manifest>.best.yaml` beside the original, which is never modified.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use engine_core::agent::diff::unified;
+use engine_core::agent::journal::{Header, Journal, Proposal, Round, State, manifest_hash};
+use engine_core::agent::patch;
+use engine_core::agent::propose::{self, Candidate, Context, Heuristic, Proposer, Random};
+use engine_core::agent::score::{self, Score};
+use engine_core::agent::{policy, rewrite};
+use engine_core::events::{Outcome, RunStatus};
+use engine_core::load::{LoadedManifest, load_text};
+use engine_core::manifest::{Policy, StageParams};
+use engine_core::store::Store;
+use serde_json::Value;
+
+use crate::apply::{Ran, Runner, RunnerError, choose_reporter, lock_workspace};
+use crate::cli::{DevelopArgs, ProposerKind};
+use crate::commands::load_or_report;
+use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
+
+/// The stages a history scores: the `evaluate` stage and the training stage it reads.
+pub struct Scoring {
+    /// The `evaluate` stage.
+    pub evaluate: String,
+    /// The `classifier.train` stage it evaluates.
+    pub train: String,
+    /// The attribute it analyses as a confounder.
+    pub confound: Option<String>,
+}
+
+/// Finds the scoring stages of a manifest: `policy.score`, else its only `evaluate` stage
+/// without a baseline.
+pub fn scoring(m: &LoadedManifest) -> Result<Scoring, String> {
+    let named = m.manifest.policy.as_ref().and_then(|p| p.score.clone());
+    let candidates: Vec<&String> = m
+        .params
+        .iter()
+        .filter(|(id, p)| match p {
+            StageParams::Evaluate(e) => named.as_ref().map_or(e.baseline.is_none(), |n| n == *id),
+            _ => false,
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let id = match candidates.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(
+                "the manifest has no `evaluate` stage to score rounds with (hint: add one that evaluates the training stage, as `engine init` writes it)"
+                    .into(),
+            );
+        }
+        many => {
+            return Err(format!(
+                "the manifest has {} `evaluate` stages ({}); name the one that scores rounds (hint: add `policy: {{score: STAGE}}`)",
+                many.len(),
+                many.iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    };
+    let Some(StageParams::Evaluate(e)) = m.params.get(&id) else {
+        return Err(format!("`{id}` is not an evaluate stage"));
+    };
+    Ok(Scoring {
+        evaluate: id,
+        train: e.model.clone(),
+        confound: e.confound.clone(),
+    })
+}
+
+/// `<stem>.best.yaml` beside the manifest.
+pub fn best_path(manifest: &Path) -> PathBuf {
+    let stem = manifest
+        .file_stem()
+        .map_or_else(|| "manifest".into(), |s| s.to_string_lossy().into_owned());
+    manifest.with_file_name(format!("{stem}.best.yaml"))
+}
+
+fn text_hash(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+fn label(manifest: &Path, round: u32) -> String {
+    let name = manifest
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    format!("{name} (round {round})")
+}
+
+/// The data audit of the training dataset, from the cache, when the manifest has one.
+fn audit_of(m: &LoadedManifest, store: &Store, train: &str) -> Option<Value> {
+    let StageParams::ClassifierTrain(t) = m.params.get(train)? else {
+        return None;
+    };
+    let id = m.params.iter().find_map(|(id, p)| match p {
+        StageParams::DataAudit(a) if a.dataset == t.dataset => Some(id.clone()),
+        _ => None,
+    })?;
+    let mut fp = engine_core::fingerprint::FingerprintDb::open(&store.fingerprint_memo());
+    let plan = engine_core::plan::make_plan(m, store, &mut fp).ok()?;
+    let digest = &plan.stage(&id)?.digest;
+    let text = std::fs::read_to_string(store.out_dir(digest).join("audit.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn attributes_of(m: &LoadedManifest, train: &str) -> Vec<String> {
+    match m.params.get(train) {
+        Some(StageParams::ClassifierTrain(t)) => {
+            engine_core::load::train_attributes(&m.manifest.datasets, &m.params, t)
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A proposal checked all the way: the new manifest's text, or why it was refused.
+fn realise(
+    manifest: &Path,
+    best_text: &str,
+    best_value: &Value,
+    policy: &Policy,
+    candidate: &Candidate,
+) -> Result<(String, Value), String> {
+    let new = patch::apply(best_value, &candidate.patch)
+        .map_err(|e| format!("the patch does not apply: {e}"))?;
+    policy::check(policy, best_value, &new).map_err(|e| format!("refused by the policy: {e}"))?;
+    let text = rewrite::rewrite(best_text, &new).map_err(|e| e.to_string())?;
+    load_text(manifest, text.clone()).map_err(|invalid| {
+        format!(
+            "the changed manifest does not pass its checks:\n{}",
+            invalid.render()
+        )
+    })?;
+    Ok((text, new))
+}
+
+fn fmt_score(s: &Score) -> String {
+    let ci =
+        s.ci.map(|(lo, hi)| format!(" [{lo:.3}, {hi:.3}]"))
+            .unwrap_or_default();
+    let confound = s
+        .confound
+        .as_ref()
+        .map(|(a, p)| format!(", partial correlation with {a} {p:.3}"))
+        .unwrap_or_default();
+    let constraints: Vec<String> = s
+        .constraints
+        .iter()
+        .map(|c| {
+            format!(
+                ", {} {:.3} {} {} {}",
+                c.metric,
+                c.value,
+                c.op,
+                c.bound,
+                if c.met { "met" } else { "NOT met" }
+            )
+        })
+        .collect();
+    format!(
+        "{} {:.4}{ci}{confound}{}",
+        s.metric,
+        s.value,
+        constraints.concat()
+    )
+}
+
+fn indent(text: &str, pad: &str) -> String {
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+enum Answer {
+    Yes,
+    No,
+    Quit,
+}
+
+fn ask(question: &str) -> Answer {
+    let mut out = std::io::stderr();
+    let stdin = std::io::stdin();
+    loop {
+        let _ = write!(out, "{question} [y]es / [n]o / [q]uit: ");
+        let _ = out.flush();
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => return Answer::Quit,
+            Ok(_) => {}
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => return Answer::Yes,
+            "n" | "no" => return Answer::No,
+            "q" | "quit" => return Answer::Quit,
+            _ => {
+                let _ = writeln!(out, "answer y, n or q");
+            }
+        }
+    }
+}
+
+/// Runs `engine develop`.
+pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
+    let usage = |msg: String| {
+        eprintln!("error: {msg}");
+        Ok(ExitCode::from(EXIT_USAGE))
+    };
+    let bad_minutes = |m: Option<f64>| m.is_some_and(|m| !(0.0..=1e7).contains(&m) || m == 0.0);
+    if bad_minutes(args.run_minutes) || bad_minutes(args.budget_minutes) {
+        return usage(
+            "--run-minutes and --budget-minutes must be positive numbers of minutes".into(),
+        );
+    }
+    let gpus_flag = match args.gpus.as_deref().map(crate::apply::parse_gpus) {
+        Some(Ok(g)) => Some(g),
+        Some(Err(e)) => {
+            return usage(format!(
+                "--gpus: {e} (hint: write ids like `0,1`, or `none`)"
+            ));
+        }
+        None => None,
+    };
+    let cpus = match args.cpus {
+        Some(0) => return usage("--cpus must be at least 1".into()),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+    };
+    let m0 = match load_or_report(&args.manifest) {
+        Ok(m) => m,
+        Err(code) => return Ok(code),
+    };
+    let scoring = match scoring(&m0) {
+        Ok(s) => s,
+        Err(e) => return usage(format!("{}: {e}", args.manifest.display())),
+    };
+    if serde_norway::from_str::<Value>(&m0.source)
+        .ok()
+        .and_then(|v| v["version"].as_u64())
+        != Some(u64::from(engine_core::manifest::MANIFEST_VERSION))
+    {
+        return usage(format!(
+            "{}: the manifest is in an older format; rounds rewrite its text, so save it in format version {} first",
+            args.manifest.display(),
+            engine_core::manifest::MANIFEST_VERSION
+        ));
+    }
+    let policy = m0.manifest.policy.clone().unwrap_or_default();
+    let task = m0.manifest.task.clone();
+    let confounded = task.as_ref().is_some_and(|t| !t.confounders.is_empty());
+    let gpus = match gpus_flag {
+        Some(g) => g,
+        None if m0.manifest.stages.values().any(|s| s.resources.gpus > 0) => {
+            crate::apply::detect_gpus()
+        }
+        None => Vec::new(),
+    };
+
+    let store = Store::at(&m0.dir);
+    store
+        .create()
+        .with_context(|| format!("cannot create the store {}", store.root().display()))?;
+    let holder = format!(
+        "pid {} running `engine develop {}`",
+        std::process::id(),
+        args.manifest.display()
+    );
+    let _lock = lock_workspace(&store, &m0.dir, &holder)?;
+
+    let journal = Journal::for_manifest(&m0.dir, &args.manifest);
+    let initial_hash = text_hash(&m0.source);
+    if journal.exists() {
+        let same = journal
+            .header()
+            .is_some_and(|h| h.initial_text_hash == initial_hash);
+        if args.restart || !same {
+            if !args.restart {
+                return usage(format!(
+                    "{} changed since its history in {} began (hint: `--restart` keeps the old history aside and begins a new one; to continue from the best round, develop {} instead)",
+                    args.manifest.display(),
+                    journal.dir().display(),
+                    best_path(&args.manifest).display()
+                ));
+            }
+            let to = journal
+                .archive()
+                .context("cannot move the old history aside")?;
+            eprintln!("the old history is kept in {}", to.display());
+        }
+    }
+    if !journal.exists() {
+        journal
+            .create(&Header {
+                manifest: args
+                    .manifest
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                initial_text_hash: initial_hash,
+                created: engine_core::clock::now_rfc3339(),
+            })
+            .with_context(|| format!("cannot create {}", journal.dir().display()))?;
+    }
+    let (mut rounds, torn) = match journal.rounds() {
+        Ok(r) => r,
+        Err(e) => return usage(e),
+    };
+    if let Some(w) = torn {
+        eprintln!("note: {w}");
+    }
+    if !rounds.is_empty() {
+        let best = Journal::best(&rounds);
+        println!(
+            "resuming the history in {}: {} round(s) recorded{}",
+            journal.dir().display(),
+            rounds.len(),
+            best.and_then(|b| Some(format!(
+                ", best round {} ({})",
+                b.round,
+                fmt_score(b.score.as_ref()?)
+            )))
+            .unwrap_or_default()
+        );
+    }
+
+    let reporter = choose_reporter(false, args.plain);
+    let runner = match Runner::new(cpus, gpus, args.executor, args.partition.clone(), reporter) {
+        Ok(r) => r,
+        Err(RunnerError::Usage(e)) => return usage(e),
+        Err(RunnerError::Other(e)) => return Err(e),
+    };
+    let mut proposer: Box<dyn Proposer> = match args.proposer {
+        ProposerKind::Heuristic => Box::new(Heuristic),
+        ProposerKind::Random => Box::new(Random::new(args.seed)),
+    };
+    let started = Instant::now();
+    let limit = args.run_minutes.map(|m| Duration::from_secs_f64(m * 60.0));
+    let mut audit: Option<Value> = None;
+    let mut stopped_by = "the round limit";
+
+    while rounds.len() as u32 <= args.rounds {
+        let n = rounds.len() as u32;
+        if let Some(b) = args.budget_minutes
+            && started.elapsed().as_secs_f64() > b * 60.0
+        {
+            stopped_by = "the time budget";
+            break;
+        }
+        let best = Journal::best(&rounds).cloned();
+        if n > 0 && best.is_none() {
+            eprintln!(
+                "error: round 0 (the manifest as written) did not succeed, so there is nothing to improve (hint: fix it with `engine apply`, then `engine develop --restart`)"
+            );
+            return Ok(ExitCode::from(EXIT_FAILED));
+        }
+        // The proposal: saved earlier and cut short, or a new one.
+        let (proposal, text, diff) = match journal.pending(n) {
+            Some(saved) => {
+                println!("round {n}: resuming the saved proposal");
+                saved
+            }
+            None if n == 0 => {
+                let p = Proposal {
+                    proposer: "initial".into(),
+                    summary: "the manifest as written".into(),
+                    rationale: "the starting point".into(),
+                    patch: Vec::new(),
+                    base: None,
+                };
+                journal.save_pending(0, &p, Some(&m0.source), "")?;
+                (p, Some(m0.source.clone()), String::new())
+            }
+            None => {
+                let b = best.as_ref().map_or(0, |b| b.round);
+                let best_text =
+                    std::fs::read_to_string(journal.manifest_of(b)).with_context(|| {
+                        format!(
+                            "cannot read the best round's manifest {}",
+                            journal.manifest_of(b).display()
+                        )
+                    })?;
+                let best_value: Value = serde_norway::from_str(&best_text)
+                    .context("the best round's manifest is not YAML")?;
+                let best_m = match load_text(&args.manifest, best_text.clone()) {
+                    Ok(m) => m,
+                    Err(invalid) => {
+                        eprintln!("{}", invalid.render());
+                        return Ok(ExitCode::from(EXIT_USAGE));
+                    }
+                };
+                if audit.is_none() {
+                    audit = audit_of(&best_m, &store, &scoring.train);
+                }
+                let attributes = attributes_of(&best_m, &scoring.train);
+                let ctx = Context {
+                    task: task.as_ref(),
+                    best: &best_value,
+                    policy: &policy,
+                    train: &scoring.train,
+                    rounds: &rounds,
+                    audit: audit.as_ref(),
+                    attributes: &attributes,
+                    confound: scoring.confound.as_deref(),
+                };
+                let Some(candidate) = proposer.propose(&ctx) else {
+                    stopped_by = "the proposer, which has nothing left to try";
+                    break;
+                };
+                let p = Proposal {
+                    proposer: proposer.name().into(),
+                    summary: propose::summarize(&best_value, &candidate.patch),
+                    rationale: candidate.rationale.clone(),
+                    patch: candidate.patch.clone(),
+                    base: Some(b),
+                };
+                match realise(&args.manifest, &best_text, &best_value, &policy, &candidate) {
+                    Ok((text, _)) => {
+                        let diff = unified(
+                            &best_text,
+                            &text,
+                            &label(&args.manifest, b),
+                            &label(&args.manifest, n),
+                        );
+                        journal.save_pending(n, &p, Some(&text), &diff)?;
+                        (p, Some(text), diff)
+                    }
+                    Err(why) => {
+                        journal.save_pending(n, &p, None, &format!("refused: {why}\n"))?;
+                        (p, None, format!("refused: {why}\n"))
+                    }
+                }
+            }
+        };
+        println!("\nround {n}  [{}]  {}", proposal.proposer, proposal.summary);
+        if n > 0 {
+            println!("  why: {}", proposal.rationale);
+            print!("{}", indent(&diff, "  "));
+        }
+        let round_start = engine_core::clock::now_rfc3339();
+        let t0 = Instant::now();
+        let base_value = best
+            .as_ref()
+            .and_then(|b| std::fs::read_to_string(journal.manifest_of(b.round)).ok())
+            .and_then(|t| serde_norway::from_str::<Value>(&t).ok());
+        let mut row = Round {
+            round: n,
+            state: State::Rejected,
+            kept: false,
+            proposal: proposal.clone(),
+            diff: diff.clone(),
+            manifest_hash: String::new(),
+            change: String::new(),
+            score: None,
+            verdict: String::new(),
+            started: round_start,
+            duration_s: 0.0,
+            run_id: None,
+        };
+        let Some(text) = text else {
+            row.verdict = diff.trim().trim_start_matches("refused: ").to_owned();
+            println!("  REFUSED: {}", row.verdict);
+            journal.append(&row)?;
+            rounds.push(row);
+            continue;
+        };
+        let value: Value =
+            serde_norway::from_str(&text).context("a round's manifest is not YAML")?;
+        row.manifest_hash = manifest_hash(&value);
+        if let Some(base) = &base_value {
+            row.change = propose::change_key(base, &value);
+        }
+        if args.approve && n > 0 {
+            match ask(&format!("run round {n}?")) {
+                Answer::Yes => {}
+                Answer::No => {
+                    row.verdict = "declined by the clinician".into();
+                    println!("  declined");
+                    journal.append(&row)?;
+                    rounds.push(row);
+                    continue;
+                }
+                Answer::Quit => {
+                    stopped_by = "the clinician";
+                    break;
+                }
+            }
+        }
+        let mut m = match load_text(&args.manifest, text.clone()) {
+            Ok(m) => m,
+            Err(invalid) => {
+                row.verdict = format!(
+                    "the manifest does not pass its checks: {}",
+                    invalid.render()
+                );
+                journal.append(&row)?;
+                rounds.push(row);
+                continue;
+            }
+        };
+        // The round's lock record and events name the round's own manifest file.
+        m.path = journal.manifest_of(n);
+        let ran = runner.run(&m, &store, limit)?;
+        if runner.interrupted() {
+            println!(
+                "\ninterrupted: round {n} is saved and runs again on the next `engine develop`"
+            );
+            return Ok(ExitCode::from(EXIT_INTERRUPTED));
+        }
+        row.duration_s = t0.elapsed().as_secs_f64();
+        match ran {
+            Ran::Invalid(invalid) => {
+                row.state = State::Failed;
+                row.verdict = format!("could not be planned: {}", invalid.render());
+            }
+            Ran::Done(summary, timed_out) => {
+                row.run_id = Some(summary.run_id.clone());
+                if timed_out {
+                    row.state = State::TimedOut;
+                    row.verdict = format!(
+                        "stopped at the time limit of {} minutes per run",
+                        args.run_minutes.unwrap_or_default()
+                    );
+                } else if summary.status != RunStatus::Succeeded {
+                    row.state = State::Failed;
+                    let failed: Vec<String> = summary
+                        .stages
+                        .iter()
+                        .filter(|(_, s)| matches!(s.outcome, Outcome::Failed | Outcome::TimedOut))
+                        .map(|(id, s)| {
+                            format!("{id}: {}", s.message.as_deref().unwrap_or("failed"))
+                        })
+                        .collect();
+                    row.verdict = format!("the run failed ({})", failed.join("; "));
+                } else {
+                    let metrics = summary
+                        .stages
+                        .get(&scoring.evaluate)
+                        .and_then(|s| s.outputs.clone())
+                        .map(|d| d.join("metrics.json"));
+                    let scored = metrics
+                        .ok_or_else(|| {
+                            format!("the scoring stage `{}` left no outputs", scoring.evaluate)
+                        })
+                        .and_then(|p| {
+                            std::fs::read_to_string(&p)
+                                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                        })
+                        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()))
+                        .and_then(|v| score::score(task.as_ref(), &v));
+                    match scored {
+                        Err(e) => {
+                            row.state = State::Failed;
+                            row.verdict = format!("cannot score the round: {e}");
+                        }
+                        Ok(s) => {
+                            row.state = State::Done;
+                            match best.as_ref().and_then(|b| b.score.as_ref()) {
+                                None => {
+                                    row.kept = true;
+                                    row.verdict = "the starting point".into();
+                                }
+                                Some(b) => {
+                                    let (kept, why) = score::judge(&s, b, &policy, confounded);
+                                    row.kept = kept;
+                                    row.verdict = why;
+                                }
+                            }
+                            row.score = Some(s);
+                        }
+                    }
+                }
+            }
+        }
+        match (&row.score, row.state) {
+            (Some(s), _) => println!(
+                "  {}  {}: {}",
+                fmt_score(s),
+                if row.kept { "KEPT" } else { "not kept" },
+                row.verdict
+            ),
+            (None, state) => println!("  {}: {}", state.as_str().to_uppercase(), row.verdict),
+        }
+        if row.kept {
+            engine_core::store::write_atomic(&best_path(&args.manifest), text.as_bytes())
+                .with_context(|| format!("cannot write {}", best_path(&args.manifest).display()))?;
+        }
+        journal.append(&row)?;
+        rounds.push(row);
+    }
+
+    println!(
+        "\nstopped by {stopped_by} after {} round(s)",
+        rounds.len().saturating_sub(1)
+    );
+    print!("{}", crate::history::table(&rounds));
+    match Journal::best(&rounds) {
+        Some(b) => {
+            println!(
+                "best: round {}{}; its manifest is {}",
+                b.round,
+                b.score
+                    .as_ref()
+                    .map(|s| format!(" ({})", fmt_score(s)))
+                    .unwrap_or_default(),
+                best_path(&args.manifest).display()
+            );
+            if b.score.as_ref().is_some_and(|s| !s.feasible()) {
+                crate::history::print_frontier(&rounds);
+            }
+            println!(
+                "review: `engine history {0}`, `engine explain N {0}`, `engine diff A B {0}`",
+                args.manifest.display()
+            );
+        }
+        None => println!("no round succeeded"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,340 @@
+//! `engine develop` and the review commands, on a small synthetic chest set with a drain
+//! confounder, trained for real through the libtorch worker (a few seconds a round).
+
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::support::{Workspace, engine, wait_for, worker_is_built};
+
+const MANIFEST: &str = "\
+# The developer loop's test manifest: comments and layout must survive every round.
+version: 1
+name: loop
+task:
+  task: binary_classification
+  modality: chest_xray
+  target: pneumothorax
+  positive_class: pneumothorax
+  objective: {metric: auc}
+  confounders: [chest_drain]
+seed: 3
+datasets:
+  images:
+    format: siim-acr
+    root: data
+    attributes:
+      drain: {file: drains.csv}
+    split: {by: patient, val: 0.3, test: 0.15, seed: 7}
+stages:
+  audit:
+    uses: data.audit
+    with: {dataset: images}
+  train:
+    uses: classifier.train
+    with:
+      dataset: images
+      image_size: 32   # small, for the test
+      epochs: 2
+      batch_size: 16
+      device: cpu
+      loss: {kind: bce}
+  evaluate:
+    uses: evaluate
+    with: {model: train, confound: drain, bootstrap: 200}
+";
+
+fn workspace() -> Workspace {
+    assert!(
+        worker_is_built(),
+        "engine-worker is not beside engine: run the tests with `cargo test --workspace`"
+    );
+    let ws = Workspace::new();
+    ws.run(&[
+        "synth", "chest", "--out", "data", "--n", "160", "--size", "32", "--neatx", "0", "--seed",
+        "2",
+    ])
+    .code(0);
+    ws.manifest(MANIFEST);
+    ws
+}
+
+fn rows(ws: &Workspace) -> Vec<Value> {
+    ws.read(".engine/develop/pipeline/rounds.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
+    let ws = workspace();
+    let r = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "3", "--plain"])
+        .code(0);
+    assert_eq!(
+        ws.read("pipeline.yaml"),
+        MANIFEST,
+        "the clinician's file is never modified"
+    );
+    let rows = rows(&ws);
+    assert_eq!(rows.len(), 4, "{}", r.stdout);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["round"], i as u64);
+        assert_eq!(row["state"], "done", "{row}");
+    }
+    assert_eq!(rows[0]["kept"], true);
+    // The confounder leads: group-balanced sampling, with the audit's figures as evidence.
+    assert_eq!(
+        rows[1]["summary"],
+        "train.sampler: + {attribute: drain, kind: group_balanced}"
+    );
+    let why = rows[1]["rationale"].as_str().unwrap();
+    assert!(
+        why.contains("the audit finds `drain` in")
+            && why.contains("alone predicts the label with AUC"),
+        "{why}"
+    );
+    // Each round's manifest differs from its base in the lines it changed, and keeps the
+    // comments and layout of the rest.
+    for row in &rows[1..] {
+        let n = row["round"].as_u64().unwrap();
+        let text = ws.read(&format!(
+            ".engine/develop/pipeline/rounds/{n:03}/manifest.yaml"
+        ));
+        assert!(
+            text.starts_with("# The developer loop's test manifest"),
+            "{text}"
+        );
+        assert!(
+            text.contains("      image_size: 32   # small, for the test\n"),
+            "{text}"
+        );
+        let diff = row["diff"].as_str().unwrap();
+        let removed = diff
+            .lines()
+            .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+            .count();
+        let added = diff
+            .lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .count();
+        assert!(
+            removed <= 1 && (1..=2).contains(&added),
+            "a one-node change:\n{diff}"
+        );
+        let base = row["base"].as_u64().unwrap();
+        let base_text = ws.read(&format!(
+            ".engine/develop/pipeline/rounds/{base:03}/manifest.yaml"
+        ));
+        let base_lines: Vec<&str> = base_text.lines().collect();
+        let changed = text.lines().filter(|l| !base_lines.contains(l)).count();
+        assert_eq!(changed, added, "only the diff's lines are new:\n{diff}");
+        // Only what the change touches ran again: the audit came from the cache.
+        let run = row["run_id"].as_str().unwrap();
+        let logs = ws.path().join(".engine/runs").join(run).join("logs");
+        assert!(
+            logs.join("train.log").is_file(),
+            "train re-ran in round {n}"
+        );
+        assert!(
+            !logs.join("audit.log").exists(),
+            "the audit was cached in round {n}"
+        );
+    }
+    let best = rows.iter().rev().find(|r| r["kept"] == true).unwrap()["round"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        ws.read("pipeline.best.yaml"),
+        ws.read(&format!(
+            ".engine/develop/pipeline/rounds/{best:03}/manifest.yaml"
+        ))
+    );
+    assert!(
+        r.stdout.contains(&format!("best: round {best}")),
+        "{}",
+        r.stdout
+    );
+
+    // Review.
+    let h = ws.run(&["history", "--json"]).code(0);
+    let h: Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(h["rounds"].as_array().unwrap().len(), 4);
+    assert_eq!(h["best"], best);
+    let t = ws.run(&["history", "pipeline.yaml"]).code(0);
+    assert!(
+        t.stdout.contains("vs best") && t.stdout.contains("the manifest as written"),
+        "{}",
+        t.stdout
+    );
+    let e = ws.run(&["explain", "1"]).code(0);
+    for needle in [
+        "why: the request says the model must not rely on `chest_drain`",
+        "verdict:",
+        "auc",
+        "+++ pipeline.yaml (round 1)",
+    ] {
+        assert!(e.stdout.contains(needle), "{needle}:\n{}", e.stdout);
+    }
+    let d = ws.run(&["diff", "0", "1"]).code(0);
+    assert!(
+        d.stdout
+            .contains("+      sampler: {attribute: drain, kind: group_balanced}"),
+        "{}",
+        d.stdout
+    );
+    let bad = ws.run(&["explain", "9"]).code(2);
+    assert!(
+        bad.stderr
+            .contains("there is no round 9; the history has rounds 0 to 3"),
+        "{}",
+        bad.stderr
+    );
+    // The best manifest is a plain manifest: `engine apply` re-runs it from the cache.
+    let again = ws.run(&["apply", "pipeline.best.yaml", "--json"]).code(0);
+    let summary: Value = serde_json::from_str(&again.stdout).unwrap();
+    assert!(
+        summary["stages"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|s| s["outcome"] == "cached"),
+        "{summary}"
+    );
+
+    // More rounds continue the same history; a changed manifest is not silently mixed in.
+    let more = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "4", "--plain"])
+        .code(0);
+    assert!(
+        more.stdout.contains("resuming the history"),
+        "{}",
+        more.stdout
+    );
+    assert_eq!(self::rows(&ws).len(), 5);
+    ws.manifest(&MANIFEST.replace("epochs: 2", "epochs: 3"));
+    let changed = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "5"])
+        .code(2);
+    assert!(
+        changed.stderr.contains("changed since its history")
+            && changed.stderr.contains("--restart"),
+        "{}",
+        changed.stderr
+    );
+}
+
+#[test]
+fn a_loop_killed_mid_round_resumes_without_losing_or_repeating_a_round() {
+    let ws = workspace();
+    let mut child = engine()
+        .args(["develop", "pipeline.yaml", "--rounds", "2", "--plain"])
+        .current_dir(ws.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Round 1's proposal is saved before its run starts; kill the loop the moment it is.
+    wait_for(
+        &ws.path()
+            .join(".engine/develop/pipeline/rounds/001/proposal.json"),
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = rows(&ws);
+    assert_eq!(before.len(), 1, "only round 0 was finished");
+    let r = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "2", "--plain"])
+        .code(0);
+    assert!(
+        r.stdout.contains("round 1: resuming the saved proposal"),
+        "{}",
+        r.stdout
+    );
+    let after = rows(&ws);
+    let numbers: Vec<u64> = after.iter().map(|r| r["round"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [0, 1, 2]);
+    assert_eq!(after[0], before[0], "round 0 is untouched");
+    let saved: Value =
+        serde_json::from_str(&ws.read(".engine/develop/pipeline/rounds/001/proposal.json"))
+            .unwrap();
+    assert_eq!(
+        after[1]["patch"], saved["patch"],
+        "round 1 ran as it was first proposed"
+    );
+}
+
+#[test]
+fn in_approval_mode_a_declined_proposal_is_recorded_and_never_runs() {
+    let ws = workspace();
+    let mut child = engine()
+        .args([
+            "develop",
+            "pipeline.yaml",
+            "--rounds",
+            "3",
+            "--approve",
+            "--plain",
+        ])
+        .current_dir(ws.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"n\nq\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rows(&ws);
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert_eq!(
+        (rows[1]["state"].as_str(), rows[1]["kept"].as_bool()),
+        (Some("rejected"), Some(false))
+    );
+    assert_eq!(rows[1]["verdict"], "declined by the clinician");
+    assert!(
+        rows[1].get("run_id").is_none(),
+        "a declined round never runs"
+    );
+    assert!(stdout.contains("stopped by the clinician"), "{stdout}");
+}
+
+#[test]
+fn develop_and_review_say_what_is_missing() {
+    let ws = Workspace::new();
+    let h = ws.run(&["history"]).code(2);
+    assert!(
+        h.stderr
+            .contains("no developer-loop history in this directory"),
+        "{}",
+        h.stderr
+    );
+    ws.file("data/x.txt", "");
+    ws.manifest("version: 1\nname: x\nstages:\n  a:\n    uses: command\n    with: {run: 'true'}\n");
+    let r = ws.run(&["develop", "pipeline.yaml"]).code(2);
+    assert!(
+        r.stderr
+            .contains("no `evaluate` stage to score rounds with"),
+        "{}",
+        r.stderr
+    );
+    let r = ws
+        .run(&["develop", "pipeline.yaml", "--run-minutes", "0"])
+        .code(2);
+    assert!(r.stderr.contains("must be positive"), "{}", r.stderr);
+    let r = ws.run(&["explain", "1", "pipeline.yaml"]).code(2);
+    assert!(r.stderr.contains("has no history yet"), "{}", r.stderr);
+    assert!(!Path::new(&ws.path().join("pipeline.best.yaml")).exists());
+}
