@@ -330,10 +330,12 @@ fn develop_and_review_say_what_is_missing() {
         "{}",
         r.stderr
     );
-    let r = ws
-        .run(&["develop", "pipeline.yaml", "--run-minutes", "0"])
-        .code(2);
-    assert!(r.stderr.contains("must be positive"), "{}", r.stderr);
+    for bad in ["0", "-1", "nan", "inf", "1e300"] {
+        let r = ws
+            .run(&["develop", "pipeline.yaml", "--run-minutes", bad])
+            .code(2);
+        assert!(r.stderr.contains("must be positive"), "{bad}: {}", r.stderr);
+    }
     let r = ws.run(&["explain", "1", "pipeline.yaml"]).code(2);
     assert!(r.stderr.contains("has no history yet"), "{}", r.stderr);
     assert!(!Path::new(&ws.path().join("pipeline.best.yaml")).exists());
