@@ -332,7 +332,7 @@ fn develop_and_review_say_what_is_missing() {
     );
     for bad in ["0", "-1", "nan", "inf", "1e300"] {
         let r = ws
-            .run(&["develop", "pipeline.yaml", "--run-minutes", bad])
+            .run(&["develop", "pipeline.yaml", &format!("--run-minutes={bad}")])
             .code(2);
         assert!(r.stderr.contains("must be positive"), "{bad}: {}", r.stderr);
     }
