@@ -204,6 +204,34 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
         "{summary}"
     );
 
+    // The held-out test compares the best round's model with round 0's, on the confounder
+    // the scoring evaluation analyses.
+    let t = ws
+        .run(&["test", "pipeline.yaml", "--bootstrap", "100", "--json"])
+        .code(0);
+    let t: Value = serde_json::from_str(&t.stdout).unwrap();
+    assert_eq!(t["split"], "test");
+    assert!(
+        t["label"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("round {best}")),
+        "{t}"
+    );
+    assert!(
+        t["metrics"]["confound/partial_correlation"]["value"].is_number(),
+        "{t}"
+    );
+    if best != 0 {
+        assert!(
+            t["comparison"]["baseline_label"]
+                .as_str()
+                .unwrap()
+                .contains("round 0 (initial)"),
+            "{t}"
+        );
+    }
+
     // More rounds continue the same history; a changed manifest is not silently mixed in.
     let more = ws
         .run(&["develop", "pipeline.yaml", "--rounds", "4", "--plain"])
@@ -336,6 +364,13 @@ fn develop_and_review_say_what_is_missing() {
             .code(2);
         assert!(r.stderr.contains("must be positive"), "{bad}: {}", r.stderr);
     }
+    let r = ws.run(&["test", "pipeline.yaml"]).code(2);
+    assert!(
+        r.stderr
+            .contains("name the model with --model STAGE, or run `engine develop"),
+        "{}",
+        r.stderr
+    );
     let r = ws.run(&["explain", "1", "pipeline.yaml"]).code(2);
     assert!(r.stderr.contains("has no history yet"), "{}", r.stderr);
     assert!(!Path::new(&ws.path().join("pipeline.best.yaml")).exists());

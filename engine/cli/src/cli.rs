@@ -227,14 +227,16 @@ pub struct InitArgs {
 pub struct TestArgs {
     /// The manifest (YAML); its stages must have run (`engine apply`).
     pub manifest: PathBuf,
-    /// The `classifier.train` stage whose model is tested (the final model).
+    /// The `classifier.train` stage whose model is tested (the final model) [default: the
+    /// developer loop's best round (or the accepted one), against its round 0].
     #[arg(long, value_name = "STAGE")]
-    pub model: String,
+    pub model: Option<String>,
     /// Another `classifier.train` stage on the same dataset (the initial model), compared
     /// with paired tests on the same test images.
     #[arg(long, value_name = "STAGE")]
     pub baseline: Option<String>,
-    /// An attribute of the dataset (binary tasks) for the confound analysis.
+    /// An attribute of the dataset (binary tasks) for the confound analysis [default, without
+    /// --model: the one the scoring evaluation analyses].
     #[arg(long, value_name = "NAME")]
     pub confound: Option<String>,
     /// Open the test split again for models other than those it was opened for, giving the

@@ -26,9 +26,70 @@ use crate::{EXIT_FAILED, EXIT_USAGE};
 /// A model under test.
 struct Tested {
     stage: String,
+    /// How reports name it: the stage, and in history mode its round.
+    label: String,
     digest: String,
     hash: String,
     classes: usize,
+    /// The manifest (a round's, in history mode) and plan it comes from.
+    m: LoadedManifest,
+    plan: Plan,
+}
+
+/// The models `engine test` compares when no `--model` is named: the best round of the
+/// developer loop's history (or the round the clinician accepted) against round 0.
+fn from_history(
+    m: &LoadedManifest,
+    manifest: &Path,
+) -> Result<Vec<(LoadedManifest, String, String)>, String> {
+    let journal = engine_core::agent::journal::Journal::for_manifest(&m.dir, manifest);
+    if !journal.exists() {
+        return Err(format!(
+            "name the model with --model STAGE, or run `engine develop {}` first: without --model, the test compares the developer loop's best round with its first",
+            manifest.display()
+        ));
+    }
+    let (rounds, _) = journal.rounds()?;
+    let accepted = std::fs::read_to_string(journal.dir().join("accepted.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v["round"].as_u64())
+        .map(|r| r as u32);
+    let best = match accepted {
+        Some(a) => a,
+        None => engine_core::agent::journal::Journal::best(&rounds)
+            .map(|b| b.round)
+            .ok_or("no round of the history succeeded; there is no model to test")?,
+    };
+    let scoring = crate::develop::scoring(m)?;
+    let mut out = Vec::new();
+    for (round, role) in [
+        (
+            best,
+            if accepted.is_some() {
+                "accepted"
+            } else {
+                "best"
+            },
+        ),
+        (0, "initial"),
+    ] {
+        if round == 0 && best == 0 && !out.is_empty() {
+            eprintln!("note: no round beat the manifest as written; it is tested alone");
+            break;
+        }
+        let path = journal.manifest_of(round);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let rm = engine_core::load::load_text(manifest, text)
+            .map_err(|i| format!("round {round}'s manifest no longer loads:\n{}", i.render()))?;
+        out.push((
+            rm,
+            scoring.train.clone(),
+            format!("`{}` of round {round} ({role})", scoring.train),
+        ));
+    }
+    Ok(out)
 }
 
 /// Runs `engine test`.
@@ -39,47 +100,68 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     };
     let store = Store::at(&m.dir);
     let mut fp = FingerprintDb::open(&store.fingerprint_memo());
-    let plan = match make_plan(&m, &store, &mut fp) {
-        Ok(p) => p,
-        Err(invalid) => return Ok(report_invalid(&invalid)),
-    };
     let usage = |message: String| {
         eprintln!("error: {message}");
         Ok(ExitCode::from(EXIT_USAGE))
     };
+    let sources: Vec<(LoadedManifest, String, String)> = match &args.model {
+        Some(model) => std::iter::once(model)
+            .chain(args.baseline.iter())
+            .map(|s| (m.clone(), s.clone(), format!("`{s}`")))
+            .collect(),
+        None if args.baseline.is_some() => {
+            return usage("--baseline needs --model; without both, the test compares the developer loop's best round with its first".into());
+        }
+        None => match from_history(&m, &args.manifest) {
+            Ok(s) => s,
+            Err(e) => return usage(e),
+        },
+    };
     let mut models = Vec::new();
-    for stage in std::iter::once(&args.model).chain(args.baseline.iter()) {
-        match tested(&m, &plan, &store, stage, &args.manifest) {
+    for (sm, stage, label) in sources {
+        let plan = match make_plan(&sm, &store, &mut fp) {
+            Ok(p) => p,
+            Err(invalid) => return Ok(report_invalid(&invalid)),
+        };
+        match tested(sm, plan, &store, &stage, label, &args.manifest) {
             Ok(t) => models.push(t),
             Err(message) => return usage(message),
         }
     }
+    let confound = args.confound.clone().or_else(|| {
+        // In history mode, the scoring evaluation's confounder.
+        args.model
+            .is_none()
+            .then(|| crate::develop::scoring(&m).ok()?.confound)
+            .flatten()
+    });
     if let [model, base] = models.as_slice() {
-        let dataset = |s: &str| match &m.params[s] {
+        let dataset = |t: &Tested| match &t.m.params[&t.stage] {
             StageParams::ClassifierTrain(p) => p.dataset.clone(),
             _ => String::new(),
         };
-        if dataset(&model.stage) != dataset(&base.stage) {
+        if dataset(model) != dataset(base) {
             return usage(format!(
-                "`{}` trained on dataset `{}` and `{}` on `{}`; paired tests need the same test images",
-                model.stage,
-                dataset(&model.stage),
-                base.stage,
-                dataset(&base.stage)
+                "{} trained on dataset `{}` and {} on `{}`; paired tests need the same test images",
+                model.label,
+                dataset(model),
+                base.label,
+                dataset(base)
             ));
         }
     }
-    if let Some(attr) = &args.confound {
+    if let Some(attr) = &confound {
         if models[0].classes != 2 {
             return usage(format!(
-                "--confound is for binary tasks, and `{}` tells {} classes apart",
-                models[0].stage, models[0].classes
+                "--confound is for binary tasks, and {} tells {} classes apart",
+                models[0].label, models[0].classes
             ));
         }
         // Checked before the split is opened: a typo must not cost an opening.
-        let known = match &m.params[&args.model] {
+        let first = &models[0];
+        let known = match &first.m.params[&first.stage] {
             StageParams::ClassifierTrain(p) => {
-                engine_core::load::train_attributes(&m.manifest.datasets, &m.params, p)
+                engine_core::load::train_attributes(&first.m.manifest.datasets, &first.m.params, p)
             }
             _ => None,
         };
@@ -92,8 +174,8 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
                 None => format!("the attributes are {}", known.join(", ")),
             };
             return usage(format!(
-                "--confound {attr} is not an attribute of `{}`'s dataset (hint: {hint})",
-                args.model
+                "--confound {attr} is not an attribute of {}'s dataset (hint: {hint})",
+                first.label
             ));
         }
     }
@@ -144,7 +226,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let record = json!({
         "at": opened_at,
         "id": id,
-        "models": models.iter().map(|t| json!({"stage": t.stage, "hash": t.hash})).collect::<Vec<_>>(),
+        "models": models.iter().map(|t| json!({"stage": t.stage, "label": t.label, "hash": t.hash})).collect::<Vec<_>>(),
         "repeat": seen,
         "reopen": args.reopen,
     });
@@ -155,22 +237,23 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut files = Vec::new();
     for t in &models {
-        let Some(sp) = plan.stage(&t.stage) else {
+        let Some(sp) = t.plan.stage(&t.stage) else {
             return usage(format!("no plan for stage `{}`", t.stage));
         };
         let job = engine_core::exec::stage_job(
-            &m,
-            &plan,
+            &t.m,
+            &t.plan,
             &store,
             sp,
             &id,
             store.out_dir(&t.digest),
             cpus,
         );
-        let job_file = dir.join(format!("job-{}.json", t.stage));
+        let file_stem = format!("{}-{}", t.stage, &t.digest[..12]);
+        let job_file = dir.join(format!("job-{file_stem}.json"));
         std::fs::write(&job_file, serde_json::to_string_pretty(&job)?)?;
-        let out = dir.join(format!("{}.csv", t.stage));
-        eprintln!("predicting the test split with `{}`", t.stage);
+        let out = dir.join(format!("{file_stem}.csv"));
+        eprintln!("predicting the test split with {}", t.label);
         let Some(mut cmd) = crate::commands::worker_command("testing") else {
             return Ok(ExitCode::from(EXIT_FAILED));
         };
@@ -179,10 +262,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             .arg("--out")
             .arg(&out)
             .arg("--purpose")
-            .arg(format!(
-                "engine test {id}: model `{}` ({})",
-                t.stage, t.hash
-            ))
+            .arg(format!("engine test {id}: model {} ({})", t.label, t.hash))
             .arg("--device")
             .arg(&args.device);
         // The worker's progress goes to standard error in words; standard output is ours.
@@ -203,7 +283,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         }
         let status = child.wait()?;
         if !status.success() {
-            eprintln!("error: predicting the test split with `{}` failed", t.stage);
+            eprintln!("error: predicting the test split with {} failed", t.label);
             return Ok(ExitCode::from(EXIT_FAILED));
         }
         files.push(out);
@@ -214,7 +294,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         Input::Binary {
             preds: files[0].clone(),
             options: BinaryOptions::default(),
-            attribute: args.confound.clone(),
+            attribute: confound.clone(),
             compare,
         }
     } else {
@@ -234,23 +314,25 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     };
     let mut text = table(&report, &bootstrap);
     for (t, f) in models.iter().zip(&files) {
-        text = text.replace(&f.display().to_string(), &format!("`{}` (test)", t.stage));
+        text = text.replace(&f.display().to_string(), &format!("{} (test)", t.label));
     }
     let mut json = to_json(report);
     if let Some(obj) = json.as_object_mut() {
         obj.remove("preds");
         obj.insert("split".into(), "test".into());
-        obj.insert("model".into(), args.model.clone().into());
+        obj.insert("model".into(), models[0].stage.clone().into());
+        obj.insert("label".into(), models[0].label.clone().into());
         obj.insert("opening".into(), record.clone());
-        if let (Some(b), Some(Value::Object(c))) = (&args.baseline, obj.get_mut("comparison")) {
-            c.insert("baseline".into(), b.clone().into());
+        if let (Some(b), Some(Value::Object(c))) = (models.get(1), obj.get_mut("comparison")) {
+            c.insert("baseline".into(), b.stage.clone().into());
+            c.insert("baseline_label".into(), b.label.clone().into());
         }
     }
     let mut heading = format!(
         "test split opened {opened_at} for {}",
         models
             .iter()
-            .map(|t| format!("`{}` ({})", t.stage, t.hash))
+            .map(|t| format!("{} ({})", t.label, t.hash))
             .collect::<Vec<_>>()
             .join(" and ")
     );
@@ -262,8 +344,8 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(
         dir.join("summary.md"),
         format!(
-            "# Held-out test of `{}`\n\n{heading}\n\n```\n{text}```\n",
-            args.model
+            "# Held-out test of {}\n\n{heading}\n\n```\n{text}```\n",
+            models[0].label
         ),
     )?;
     if args.json {
@@ -279,10 +361,11 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
 /// The model of `stage`, which must be a `classifier.train` stage whose current settings
 /// have run.
 fn tested(
-    m: &LoadedManifest,
-    plan: &Plan,
+    m: LoadedManifest,
+    plan: Plan,
     store: &Store,
     stage: &str,
+    label: String,
     manifest: &Path,
 ) -> Result<Tested, String> {
     let Some(params) = m.params.get(stage) else {
@@ -306,11 +389,12 @@ fn tested(
         .ok_or_else(|| format!("no plan for stage `{stage}`"))?;
     if !store.is_complete(&sp.digest) {
         return Err(format!(
-            "stage `{stage}` has not run with its current settings (hint: run `engine apply {}` first)",
+            "{label} has not run with its current settings (hint: run `engine apply {}` first)",
             manifest.display()
         ));
     }
-    let out = store.out_dir(&sp.digest);
+    let digest = sp.digest.clone();
+    let out = store.out_dir(&digest);
     let weights = std::fs::read(out.join("model.safetensors"))
         .map_err(|e| format!("stage `{stage}` has no readable model.safetensors: {e}"))?;
     let config: Value = std::fs::read_to_string(out.join("config.json"))
@@ -320,9 +404,12 @@ fn tested(
     let classes = config["classes"].as_array().map_or(0, Vec::len);
     Ok(Tested {
         stage: stage.to_owned(),
-        digest: sp.digest.clone(),
+        label,
+        digest,
         hash: blake3::hash(&weights).to_hex()[..16].to_owned(),
         classes,
+        m,
+        plan,
     })
 }
 
