@@ -469,6 +469,12 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             run_id: None,
         };
         let Some(text) = text else {
+            // A refused change counts as tried, so that it is not proposed again.
+            if let Some(base) = &base_value
+                && let Ok(v) = patch::apply(base, &proposal.patch)
+            {
+                row.change = propose::change_key(base, &v);
+            }
             row.verdict = diff.trim().trim_start_matches("refused: ").to_owned();
             println!("  REFUSED: {}", row.verdict);
             journal.append(&row)?;
