@@ -5,6 +5,7 @@ mod bad_manifests;
 mod data;
 mod develop;
 mod init;
+mod llm;
 mod metrics;
 mod parse;
 mod plan;

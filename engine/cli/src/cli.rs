@@ -170,6 +170,20 @@ pub struct DevelopArgs {
     /// Total time budget, in minutes: no round starts after it.
     #[arg(long, value_name = "M")]
     pub budget_minutes: Option<f64>,
+    /// The language model's API (with `--proposer llm`) [default: ENGINE_LLM_API, else
+    /// anthropic].
+    #[arg(long, value_enum, value_name = "API")]
+    pub llm_api: Option<crate::llm::Api>,
+    /// The server's base URL [default: ENGINE_LLM_URL, else the API's public endpoint].
+    #[arg(long, value_name = "URL")]
+    pub llm_url: Option<String>,
+    /// The model [default: ENGINE_LLM_MODEL]. The key comes from ENGINE_LLM_API_KEY, else
+    /// ANTHROPIC_API_KEY or OPENAI_API_KEY, and is never written anywhere.
+    #[arg(long, value_name = "NAME")]
+    pub llm_model: Option<String>,
+    /// Time limit of one request to the model, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub llm_timeout: f64,
     /// Ask before running each proposal (y: run it, n: record it as declined, q: stop).
     #[arg(long)]
     pub approve: bool,
@@ -201,6 +215,10 @@ pub enum ProposerKind {
     Heuristic,
     /// Uniform draws from the policy's action space: a baseline to measure against.
     Random,
+    /// A language model (Anthropic Messages API, or any OpenAI-compatible server) answering
+    /// with a patch and a rationale; replaced by the heuristic proposer for a round when
+    /// its replies fail their checks three times.
+    Llm,
 }
 
 /// The flags of `engine init`.

@@ -30,6 +30,7 @@ use serde_json::Value;
 use crate::apply::{Ran, Runner, RunnerError, choose_reporter, lock_workspace};
 use crate::cli::{DevelopArgs, ProposerKind};
 use crate::commands::load_or_report;
+use crate::propose_llm::LlmProposer;
 use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 
 /// The stages a history scores: the `evaluate` stage and the training stage it reads.
@@ -239,6 +240,18 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
     };
+    let llm = match args.proposer {
+        ProposerKind::Llm => match crate::llm::LlmConfig::resolve(
+            args.llm_api,
+            args.llm_url.clone(),
+            args.llm_model.clone(),
+            args.llm_timeout,
+        ) {
+            Ok(cfg) => Some(LlmProposer::new(cfg)),
+            Err(e) => return usage(format!("--proposer llm: {e}")),
+        },
+        _ => None,
+    };
     let m0 = match load_or_report(&args.manifest) {
         Ok(m) => m,
         Err(code) => return Ok(code),
@@ -342,7 +355,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
         Err(RunnerError::Other(e)) => return Err(e),
     };
     let mut proposer: Box<dyn Proposer> = match args.proposer {
-        ProposerKind::Heuristic => Box::new(Heuristic),
+        ProposerKind::Heuristic | ProposerKind::Llm => Box::new(Heuristic),
         ProposerKind::Random => Box::new(Random::new(args.seed)),
     };
     let started = Instant::now();
@@ -378,6 +391,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
                     rationale: "the starting point".into(),
                     patch: Vec::new(),
                     base: None,
+                    notes: Vec::new(),
                 };
                 journal.save_pending(0, &p, Some(&m0.source), "")?;
                 (p, Some(m0.source.clone()), String::new())
@@ -414,16 +428,31 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
                     attributes: &attributes,
                     confound: scoring.confound.as_deref(),
                 };
-                let Some(candidate) = proposer.propose(&ctx) else {
+                let outcome = match &llm {
+                    Some(l) => l
+                        .propose(&ctx, &best_text, |patch| {
+                            let c = Candidate {
+                                patch: patch.clone(),
+                                rationale: String::new(),
+                            };
+                            realise(&args.manifest, &best_text, &best_value, &policy, &c).map(drop)
+                        })
+                        .map(|o| (o.candidate, o.proposer.to_owned(), o.notes)),
+                    None => proposer
+                        .propose(&ctx)
+                        .map(|c| (c, proposer.name().to_owned(), Vec::new())),
+                };
+                let Some((candidate, who, notes)) = outcome else {
                     stopped_by = "the proposer, which has nothing left to try";
                     break;
                 };
                 let p = Proposal {
-                    proposer: proposer.name().into(),
+                    proposer: who,
                     summary: propose::summarize(&best_value, &candidate.patch),
                     rationale: candidate.rationale.clone(),
                     patch: candidate.patch.clone(),
                     base: Some(b),
+                    notes,
                 };
                 match realise(&args.manifest, &best_text, &best_value, &policy, &candidate) {
                     Ok((text, _)) => {
@@ -445,6 +474,9 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
         };
         println!("\nround {n}  [{}]  {}", proposal.proposer, proposal.summary);
         if n > 0 {
+            for note in &proposal.notes {
+                println!("  note: {note}");
+            }
             println!("  why: {}", proposal.rationale);
             print!("{}", indent(&diff, "  "));
         }

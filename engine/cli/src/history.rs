@@ -215,6 +215,9 @@ pub fn explain(n: u32, manifest: Option<&Path>) -> anyhow::Result<ExitCode> {
     if let Some(b) = r.proposal.base {
         println!("made to: round {b}'s manifest");
     }
+    for note in &r.proposal.notes {
+        println!("note: {note}");
+    }
     println!("why: {}", r.proposal.rationale);
     println!(
         "verdict: {}{}",

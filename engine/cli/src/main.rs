@@ -9,9 +9,11 @@ mod doctor;
 mod evaluate;
 mod history;
 mod init;
+mod llm;
 mod metrics;
 mod parse;
 mod progress;
+mod propose_llm;
 mod sealed;
 
 use std::process::ExitCode;

@@ -56,6 +56,9 @@ pub struct Proposal {
     /// The round whose manifest the patch was applied to.
     #[serde(default)]
     pub base: Option<u32>,
+    /// What happened on the way (for example a language model's refused replies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One row of the results table.
@@ -298,6 +301,7 @@ mod tests {
                 rationale: "because".into(),
                 patch: Vec::new(),
                 base: None,
+                notes: Vec::new(),
             },
             diff: String::new(),
             manifest_hash: "h".into(),

@@ -702,6 +702,7 @@ mod tests {
                 rationale: String::new(),
                 patch,
                 base: None,
+                notes: Vec::new(),
             },
             diff: String::new(),
             manifest_hash: manifest_hash(&new),
