@@ -97,13 +97,54 @@ pub fn change_key(base: &Value, new: &Value) -> String {
     crate::canonical::to_canonical_string(&Value::Array(pairs))
 }
 
-/// Whether `patch` is worth proposing: it applies, the policy allows it, and no round has
-/// tried the same change or run the manifest it makes.
+/// A stage's parameters with every default filled in, or `None` if they do not parse.
+fn resolved(stage: &Value) -> Option<Value> {
+    let kind: crate::manifest::StageKind = serde_json::from_value(stage["uses"].clone()).ok()?;
+    let params = crate::manifest::StageParams::parse(kind, stage["with"].as_object()?).ok()?;
+    serde_json::to_value(&params).ok()
+}
+
+/// Whether `new` would run exactly as `old`: they differ only in stage parameters set to
+/// their defaults (`batch_size: 32` where it was unset), which would waste a round.
+pub fn same_run(old: &Value, new: &Value) -> bool {
+    let without_stages = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("stages");
+        }
+        v
+    };
+    if without_stages(old) != without_stages(new) {
+        return false;
+    }
+    let (Some(a), Some(b)) = (old["stages"].as_object(), new["stages"].as_object()) else {
+        return false;
+    };
+    a.len() == b.len()
+        && a.iter().all(|(id, sa)| {
+            let Some(sb) = b.get(id) else { return false };
+            if sa == sb {
+                return true;
+            }
+            let strip = |s: &Value| {
+                let mut s = s.clone();
+                if let Some(o) = s.as_object_mut() {
+                    o.remove("with");
+                }
+                s
+            };
+            strip(sa) == strip(sb) && resolved(sa).is_some() && resolved(sa) == resolved(sb)
+        })
+}
+
+/// Whether `patch` is worth proposing: it applies, the policy allows it, it changes how
+/// the pipeline runs, and no round has tried the same change or run the manifest it makes.
 pub fn fresh(ctx: &Context<'_>, patch: &[PatchOp], tried: &HashSet<String>) -> bool {
     let Ok(new) = patch::apply(ctx.best, patch) else {
         return false;
     };
     policy::check(ctx.policy, ctx.best, &new).is_ok()
+        && !same_run(ctx.best, &new)
         && !tried.contains(&manifest_hash(&new))
         && !tried.contains(&change_key(ctx.best, &new))
 }
@@ -808,6 +849,51 @@ mod tests {
     }
 
     #[test]
+    fn setting_a_default_is_not_a_change() {
+        let best = manifest();
+        let set = |k: &str, v: Value| {
+            let p = vec![PatchOp::Add {
+                path: format!("/stages/train/with/{k}"),
+                value: v,
+            }];
+            same_run(&best, &patch::apply(&best, &p).unwrap())
+        };
+        assert!(set("batch_size", json!(32)), "32 is the default batch size");
+        assert!(!set("batch_size", json!(64)));
+        assert!(set("loss", json!({"kind": "bce", "label_smoothing": 0.0})));
+        assert!(!set("loss", json!({"kind": "focal"})));
+        let policy = Policy::default();
+        let rounds = vec![round(0, &best, vec![], 0.9, true)];
+        let ctx = Context {
+            task: None,
+            best: &best,
+            policy: &policy,
+            train: "train",
+            rounds: &rounds,
+            audit: None,
+            attributes: &[],
+            confound: None,
+        };
+        for c in action_space(&ctx) {
+            if fresh(&ctx, &c.patch, &tried(&rounds)) {
+                assert!(
+                    !same_run(&best, &patch::apply(&best, &c.patch).unwrap()),
+                    "{}",
+                    summarize(&best, &c.patch)
+                );
+            }
+        }
+        assert!(!fresh(
+            &ctx,
+            &[PatchOp::Add {
+                path: "/stages/train/with/batch_size".into(),
+                value: json!(32)
+            }],
+            &tried(&rounds)
+        ));
+    }
+
+    #[test]
     fn a_preference_against_missed_findings_comes_first() {
         let mut best = manifest();
         best["task"]["error_preference"] = json!("minimize_false_negatives");
@@ -866,7 +952,8 @@ mod tests {
         };
         assert_eq!(draw(1, &rounds), draw(1, &rounds));
         let mut seen = HashSet::new();
-        for n in 1..=8 {
+        // 4 rates and 4 epoch counts, less lr 0.001 and 10 epochs, the defaults.
+        for n in 1..=6 {
             let c = draw(1, &rounds).unwrap();
             let s = summarize(&best, &c.patch);
             assert!(
@@ -876,10 +963,6 @@ mod tests {
             assert!(seen.insert(s), "drawn twice");
             rounds.push(round(n, &best, c.patch, 0.8, false));
         }
-        assert_eq!(
-            draw(1, &rounds),
-            None,
-            "4 rates and 4 epoch counts, all tried"
-        );
+        assert_eq!(draw(1, &rounds), None, "every action tried");
     }
 }
