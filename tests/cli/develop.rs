@@ -295,8 +295,15 @@ fn a_loop_killed_mid_round_resumes_without_losing_or_repeating_a_round() {
 }
 
 #[test]
-fn in_approval_mode_a_declined_proposal_is_recorded_and_never_runs() {
+fn in_approval_mode_proposals_wait_for_yes_no_or_an_edit() {
     let ws = workspace();
+    // The clinician's "editor": changes the number of epochs in the proposed manifest.
+    ws.file(
+        "edit.sh",
+        "#!/bin/sh\nsed -i 's/      epochs: 2/      epochs: 3/' \"$1\"\n",
+    );
+    let editor = ws.path().join("edit.sh");
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut child = engine()
         .args([
             "develop",
@@ -307,6 +314,8 @@ fn in_approval_mode_a_declined_proposal_is_recorded_and_never_runs() {
             "--plain",
         ])
         .current_dir(ws.path())
+        .env("EDITOR", &editor)
+        .env_remove("VISUAL")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -315,7 +324,8 @@ fn in_approval_mode_a_declined_proposal_is_recorded_and_never_runs() {
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"n\nq\n").unwrap();
+        // Round 1: edit, then run the edit; round 2: decline; then stop.
+        stdin.write_all(b"e\ny\nn\nq\n").unwrap();
     }
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -326,14 +336,45 @@ fn in_approval_mode_a_declined_proposal_is_recorded_and_never_runs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rows = rows(&ws);
-    assert_eq!(rows.len(), 2, "{stdout}");
+    assert_eq!(rows.len(), 3, "{stdout}");
+    let edited = &rows[1];
     assert_eq!(
-        (rows[1]["state"].as_str(), rows[1]["kept"].as_bool()),
+        (edited["proposer"].as_str(), edited["state"].as_str()),
+        (Some("clinician"), Some("done")),
+        "{edited}"
+    );
+    assert!(
+        edited["summary"]
+            .as_str()
+            .unwrap()
+            .contains("train.epochs: 2 -> 3"),
+        "{edited}"
+    );
+    assert!(
+        edited["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("edited by the clinician; the heuristic proposer had proposed"),
+        "{edited}"
+    );
+    assert!(
+        ws.read(".engine/develop/pipeline/rounds/001/manifest.yaml")
+            .contains("      epochs: 3\n")
+    );
+    assert!(
+        edited["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+      epochs: 3"),
+        "{edited}"
+    );
+    assert_eq!(
+        (rows[2]["state"].as_str(), rows[2]["kept"].as_bool()),
         (Some("rejected"), Some(false))
     );
-    assert_eq!(rows[1]["verdict"], "declined by the clinician");
+    assert_eq!(rows[2]["verdict"], "declined by the clinician");
     assert!(
-        rows[1].get("run_id").is_none(),
+        rows[2].get("run_id").is_none(),
         "a declined round never runs"
     );
     assert!(stdout.contains("stopped by the clinician"), "{stdout}");

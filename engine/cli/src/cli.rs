@@ -184,7 +184,8 @@ pub struct DevelopArgs {
     /// Time limit of one request to the model, in seconds.
     #[arg(long, value_name = "S", default_value_t = 60.0)]
     pub llm_timeout: f64,
-    /// Ask before running each proposal (y: run it, n: record it as declined, q: stop).
+    /// Ask before running each proposal (y: run it, n: record it as declined, e: edit it in
+    /// $VISUAL or $EDITOR first, q: stop).
     #[arg(long)]
     pub approve: bool,
     /// Keep the existing history aside and begin a new one.

@@ -189,14 +189,36 @@ fn indent(text: &str, pad: &str) -> String {
 enum Answer {
     Yes,
     No,
+    Edit,
     Quit,
+}
+
+/// Opens `text` in the clinician's editor ($VISUAL, else $EDITOR, else vi) as `path`, and
+/// returns the edited text when it changed.
+fn edit_in_editor(path: &Path, text: &str) -> anyhow::Result<Option<String>> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(path)
+        .status()
+        .with_context(|| format!("cannot start the editor `{editor}`"))?;
+    if !status.success() {
+        anyhow::bail!("the editor `{editor}` failed ({status})");
+    }
+    let edited = std::fs::read_to_string(path)?;
+    Ok((edited != text).then_some(edited))
 }
 
 fn ask(question: &str) -> Answer {
     let mut out = std::io::stderr();
     let stdin = std::io::stdin();
     loop {
-        let _ = write!(out, "{question} [y]es / [n]o / [q]uit: ");
+        let _ = write!(out, "{question} [y]es / [n]o / [e]dit / [q]uit: ");
         let _ = out.flush();
         let mut line = String::new();
         match stdin.lock().read_line(&mut line) {
@@ -206,9 +228,10 @@ fn ask(question: &str) -> Answer {
         match line.trim().to_ascii_lowercase().as_str() {
             "y" | "yes" => return Answer::Yes,
             "n" | "no" => return Answer::No,
+            "e" | "edit" => return Answer::Edit,
             "q" | "quit" => return Answer::Quit,
             _ => {
-                let _ = writeln!(out, "answer y, n or q");
+                let _ = writeln!(out, "answer y, n, e or q");
             }
         }
     }
@@ -363,7 +386,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
     let mut audit: Option<Value> = None;
     let mut stopped_by = "the round limit";
 
-    while rounds.len() as u32 <= args.rounds {
+    'rounds: while rounds.len() as u32 <= args.rounds {
         let n = rounds.len() as u32;
         if let Some(b) = args.budget_minutes
             && started.elapsed().as_secs_f64() > b * 60.0
@@ -500,7 +523,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             duration_s: 0.0,
             run_id: None,
         };
-        let Some(text) = text else {
+        let Some(mut text) = text else {
             // A refused change counts as tried, so that it is not proposed again.
             if let Some(base) = &base_value
                 && let Ok(v) = patch::apply(base, &proposal.patch)
@@ -513,25 +536,81 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             rounds.push(row);
             continue;
         };
-        let value: Value =
+        let mut value: Value =
             serde_norway::from_str(&text).context("a round's manifest is not YAML")?;
         row.manifest_hash = manifest_hash(&value);
         if let Some(base) = &base_value {
             row.change = propose::change_key(base, &value);
         }
         if args.approve && n > 0 {
-            match ask(&format!("run round {n}?")) {
-                Answer::Yes => {}
-                Answer::No => {
-                    row.verdict = "declined by the clinician".into();
-                    println!("  declined");
-                    journal.append(&row)?;
-                    rounds.push(row);
-                    continue;
-                }
-                Answer::Quit => {
-                    stopped_by = "the clinician";
-                    break;
+            loop {
+                match ask(&format!("run round {n}?")) {
+                    Answer::Yes => break,
+                    Answer::No => {
+                        row.verdict = "declined by the clinician".into();
+                        println!("  declined");
+                        journal.append(&row)?;
+                        rounds.push(row);
+                        continue 'rounds;
+                    }
+                    Answer::Quit => {
+                        stopped_by = "the clinician";
+                        break 'rounds;
+                    }
+                    Answer::Edit => {
+                        let (Some(base), Some(b)) = (&base_value, best.as_ref()) else {
+                            continue;
+                        };
+                        let base_text = std::fs::read_to_string(journal.manifest_of(b.round))?;
+                        let edit_path = journal.round_dir(n).join("edit.yaml");
+                        let edited = match edit_in_editor(&edit_path, &text) {
+                            Ok(Some(t)) => t,
+                            Ok(None) => {
+                                println!("  unchanged");
+                                continue;
+                            }
+                            Err(e) => {
+                                println!("  {e:#}");
+                                continue;
+                            }
+                        };
+                        let checked = serde_norway::from_str::<Value>(&edited)
+                            .map_err(|e| format!("not YAML: {e}"))
+                            .and_then(|v| {
+                                policy::check(&policy, base, &v)?;
+                                load_text(&args.manifest, edited.clone())
+                                    .map_err(|i| i.render())?;
+                                Ok(v)
+                            });
+                        let v = match checked {
+                            Ok(v) => v,
+                            Err(e) => {
+                                println!("  the edit is refused, and the proposal stands: {e}");
+                                continue;
+                            }
+                        };
+                        let patch = propose::patch_between(base, &v);
+                        row.proposal.notes.push(format!(
+                            "edited by the clinician; the {} proposer had proposed: {}",
+                            row.proposal.proposer, row.proposal.summary
+                        ));
+                        row.proposal.proposer = "clinician".into();
+                        row.proposal.summary = propose::summarize(base, &patch);
+                        row.proposal.patch = patch;
+                        row.diff = unified(
+                            &base_text,
+                            &edited,
+                            &label(&args.manifest, b.round),
+                            &label(&args.manifest, n),
+                        );
+                        text = edited;
+                        value = v;
+                        row.manifest_hash = manifest_hash(&value);
+                        row.change = propose::change_key(base, &value);
+                        journal.save_pending(n, &row.proposal, Some(&text), &row.diff)?;
+                        println!("  edited: {}", row.proposal.summary);
+                        print!("{}", indent(&row.diff, "  "));
+                    }
                 }
             }
         }

@@ -137,6 +137,23 @@ pub fn same_run(old: &Value, new: &Value) -> bool {
         })
 }
 
+/// The patch that turns `old` into `new`: removals, then each changed member set.
+pub fn patch_between(old: &Value, new: &Value) -> Patch {
+    let changed = policy::changed_pointers(old, new);
+    let mut out: Patch = changed
+        .iter()
+        .filter(|p| patch::get(new, p).is_none())
+        .map(|p| PatchOp::Remove { path: p.clone() })
+        .collect();
+    out.extend(changed.iter().filter_map(|p| {
+        patch::get(new, p).map(|v| PatchOp::Add {
+            path: p.clone(),
+            value: v.clone(),
+        })
+    }));
+    out
+}
+
 /// Whether `patch` is worth proposing: it applies, the policy allows it, it changes how
 /// the pipeline runs, and no round has tried the same change or run the manifest it makes.
 pub fn fresh(ctx: &Context<'_>, patch: &[PatchOp], tried: &HashSet<String>) -> bool {
