@@ -104,6 +104,15 @@ fn label(manifest: &Path, round: u32) -> String {
     format!("{name} (round {round})")
 }
 
+/// A JSON file that `stage` left in the cache under the manifest's current settings.
+fn cached_json(m: &LoadedManifest, store: &Store, stage: &str, file: &str) -> Option<Value> {
+    let mut fp = engine_core::fingerprint::FingerprintDb::open(&store.fingerprint_memo());
+    let plan = engine_core::plan::make_plan(m, store, &mut fp).ok()?;
+    let digest = &plan.stage(stage)?.digest;
+    let text = std::fs::read_to_string(store.out_dir(digest).join(file)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// The data audit of the training dataset, from the cache, when the manifest has one.
 fn audit_of(m: &LoadedManifest, store: &Store, train: &str) -> Option<Value> {
     let StageParams::ClassifierTrain(t) = m.params.get(train)? else {
@@ -113,11 +122,7 @@ fn audit_of(m: &LoadedManifest, store: &Store, train: &str) -> Option<Value> {
         StageParams::DataAudit(a) if a.dataset == t.dataset => Some(id.clone()),
         _ => None,
     })?;
-    let mut fp = engine_core::fingerprint::FingerprintDb::open(&store.fingerprint_memo());
-    let plan = engine_core::plan::make_plan(m, store, &mut fp).ok()?;
-    let digest = &plan.stage(&id)?.digest;
-    let text = std::fs::read_to_string(store.out_dir(digest).join("audit.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    cached_json(m, store, &id, "audit.json")
 }
 
 fn attributes_of(m: &LoadedManifest, train: &str) -> Vec<String> {
@@ -441,6 +446,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
                     audit = audit_of(&best_m, &store, &scoring.train);
                 }
                 let attributes = attributes_of(&best_m, &scoring.train);
+                let training = cached_json(&best_m, &store, &scoring.train, "metrics.json");
                 let ctx = Context {
                     task: task.as_ref(),
                     best: &best_value,
@@ -450,6 +456,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
                     audit: audit.as_ref(),
                     attributes: &attributes,
                     confound: scoring.confound.as_deref(),
+                    training: training.as_ref(),
                 };
                 let outcome = match &llm {
                     Some(l) => l

@@ -36,6 +36,9 @@ pub struct Context<'a> {
     pub attributes: &'a [String],
     /// The attribute the scoring evaluation analyses as a confounder.
     pub confound: Option<&'a str>,
+    /// The best round's training summary (the training stage's `metrics.json`: `best`,
+    /// `best_epoch`, `epochs_run`, `stopped_by`), when known.
+    pub training: Option<&'a Value>,
 }
 
 /// A proposed change.
@@ -318,6 +321,52 @@ fn best_evidence(ctx: &Context<'_>) -> String {
     }
 }
 
+/// The shape of the best round's training curve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Curve {
+    /// The validation metric peaked in the last epochs of a run that used all its epochs.
+    Rising,
+    /// It peaked in the first half.
+    PeakedEarly,
+    /// Anything else, or not known.
+    Unknown,
+}
+
+/// The best round's training curve, from its training stage's `metrics.json`, and a
+/// sentence about it for rationales.
+fn curve_evidence(ctx: &Context<'_>) -> (Curve, String) {
+    let base = best_evidence(ctx);
+    let Some(t) = ctx.training else {
+        return (Curve::Unknown, base);
+    };
+    let (Some(best_epoch), Some(run), Some(best)) = (
+        t["best_epoch"].as_u64(),
+        t["epochs_run"].as_u64(),
+        t["best"].as_f64(),
+    ) else {
+        return (Curve::Unknown, base);
+    };
+    let shape = if run >= 2 && best_epoch + 1 >= run && t["stopped_by"] == "epochs" {
+        Curve::Rising
+    } else if run >= 4 && best_epoch * 2 <= run {
+        Curve::PeakedEarly
+    } else {
+        Curve::Unknown
+    };
+    let how = match shape {
+        Curve::Rising => "still rising when training ended",
+        Curve::PeakedEarly => "past its peak for the second half of training",
+        Curve::Unknown => "at its best",
+    };
+    (
+        shape,
+        format!(
+            "{base}; its validation {} was {how} (best {best:.4} at epoch {best_epoch} of {run})",
+            t["metric"].as_str().unwrap_or("metric")
+        ),
+    )
+}
+
 /// What the round that tried the manifest `patch` makes of `base` gained over the best
 /// round before it: `None` if untried, `Some(None)` if it did not run to a score.
 fn outcome(ctx: &Context<'_>, base: &Value, patch: &[PatchOp]) -> Option<Option<f64>> {
@@ -380,7 +429,8 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
             push(
                 vec![merge(ctx, "loss", json!({"kind": "focal", "gamma": 2.0}))],
                 format!(
-                    "{why}; focal loss (gamma 2) puts the gradient on the hard, misclassified cases, which is where missed `{who}` cases are"
+                    "{why}; {}; focal loss (gamma 2) puts the gradient on the hard, misclassified cases, which is where missed `{who}` cases are",
+                    best_evidence(ctx)
                 ),
             );
         }
@@ -476,28 +526,34 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         );
     }
 
-    // 4. Optimisation, schedule, augmentation, resolution, batch size and backbone.
+    // 4. Optimisation, schedule, augmentation, resolution, batch size and backbone, in
+    // an order the best round's training curve suggests.
+    let mut tuning: Vec<(&str, Vec<PatchOp>, String)> = Vec::new();
     let lr = num(ctx, "lr", 1e-3);
-    let evidence = best_evidence(ctx);
-    for (factor, why) in [
+    let (shape, evidence) = curve_evidence(ctx);
+    for (tag, factor, why) in [
         (
+            "lr_down",
             0.3,
             "a smaller learning rate often finds a better minimum once the loss is set",
         ),
         (
+            "lr_up",
             3.0,
             "a larger learning rate helps when training has not converged within its epochs",
         ),
     ] {
         let to = (lr * factor * 1e6).round() / 1e6;
-        push(
+        tuning.push((
+            tag,
             vec![set(ctx, "lr", json!(to))],
             format!("{why}: lr {lr} -> {to}; {evidence}"),
-        );
+        ));
     }
     let epochs = num(ctx, "epochs", 10.0) as u64;
     if epochs < 60 {
-        push(
+        tuning.push((
+            "longer",
             vec![
                 set(ctx, "epochs", json!(epochs * 2)),
                 set(ctx, "early_stopping", json!((epochs / 2).max(3))),
@@ -506,12 +562,13 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
                 "a longer schedule ({epochs} -> {} epochs, with early stopping on validation) when the curve is still rising; {evidence}",
                 epochs * 2
             ),
-        );
+        ));
     }
     let augment = num(ctx, "augment", 0.5);
-    for to in [0.8, 0.25] {
+    for (tag, to) in [("augment_up", 0.8), ("augment_down", 0.25)] {
         if (augment - to).abs() > 1e-9 {
-            push(
+            tuning.push((
+                tag,
                 vec![set(ctx, "augment", json!(to))],
                 format!(
                     "augmentation strength {augment} -> {to}: {}; {evidence}",
@@ -521,34 +578,35 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
                         "less distortion when the findings are small"
                     }
                 ),
-            );
+            ));
         }
     }
     if w.get("ema").is_none() {
-        push(
+        tuning.push((
+            "ema",
             vec![set(ctx, "ema", json!({"decay": 0.999}))],
-            format!(
-                "an exponential moving average of the weights (decay 0.999) smooths the last epochs' noise; {evidence}"
-            ),
-        );
+            format!("an exponential moving average of the weights (decay 0.999) smooths the last epochs' noise; {evidence}"),
+        ));
     }
     let size = num(ctx, "image_size", 64.0) as u64;
     if size < 256 {
-        push(
+        tuning.push((
+            "resolution",
             vec![set(ctx, "image_size", json!(size * 2))],
             format!(
                 "a higher resolution ({size} -> {} px) shows finer detail, at about four times the cost per image; {evidence}",
                 size * 2
             ),
-        );
+        ));
     }
     let batch = num(ctx, "batch_size", 32.0) as u64;
     for to in [batch / 2, batch * 2] {
         if (8..=256).contains(&to) {
-            push(
+            tuning.push((
+                "batch",
                 vec![set(ctx, "batch_size", json!(to))],
                 format!("batch size {batch} -> {to}; {evidence}"),
-            );
+            ));
         }
     }
     if w.get("backbone")
@@ -556,12 +614,22 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         .unwrap_or("small_cnn")
         == "small_cnn"
     {
-        push(
+        tuning.push((
+            "backbone",
             vec![set(ctx, "backbone", json!("resnet18"))],
-            format!(
-                "a deeper backbone (ResNet-18) when the small CNN's capacity is the limit; {evidence}"
-            ),
-        );
+            format!("a deeper backbone (ResNet-18) when the small CNN's capacity is the limit; {evidence}"),
+        ));
+    }
+    // Still rising at the end: train longer and faster first. Peaked early: regularise and
+    // slow down first. Otherwise the order above.
+    let first: &[&str] = match shape {
+        Curve::Rising => &["longer", "lr_up", "resolution"],
+        Curve::PeakedEarly => &["augment_up", "ema", "lr_down"],
+        Curve::Unknown => &[],
+    };
+    tuning.sort_by_key(|(tag, _, _)| first.iter().position(|f| f == tag).unwrap_or(first.len()));
+    for (_, patch, why) in tuning {
+        push(patch, why);
     }
     out
 }
@@ -811,6 +879,7 @@ mod tests {
                 audit: Some(audit),
                 attributes: attrs,
                 confound: Some("drain"),
+                training: None,
             }
         }
         let parts = (&task, &best, &policy, &audit, attrs.as_slice());
@@ -866,6 +935,41 @@ mod tests {
     }
 
     #[test]
+    fn the_training_curve_orders_the_tuning() {
+        let mut best = manifest();
+        best.as_object_mut().unwrap().remove("task");
+        let policy = Policy::default();
+        let rounds = vec![round(0, &best, vec![], 0.8, true)];
+        let first = |training: Option<&Value>| {
+            let ctx = Context {
+                task: None,
+                best: &best,
+                policy: &policy,
+                train: "train",
+                rounds: &rounds,
+                audit: None,
+                attributes: &[],
+                confound: None,
+                training,
+            };
+            let c = Heuristic.propose(&ctx).unwrap();
+            (summarize(&best, &c.patch), c.rationale)
+        };
+        let rising = json!({"metric": "auc", "best": 0.8, "best_epoch": 10, "epochs_run": 10, "stopped_by": "epochs"});
+        let (change, why) = first(Some(&rising));
+        assert_eq!(change, "train.early_stopping: + 5; train.epochs: + 20");
+        assert!(
+            why.contains("still rising when training ended (best 0.8000 at epoch 10 of 10)"),
+            "{why}"
+        );
+        let early = json!({"metric": "auc", "best": 0.8, "best_epoch": 3, "epochs_run": 10, "stopped_by": "epochs"});
+        let (change, why) = first(Some(&early));
+        assert_eq!(change, "train.augment: + 0.8");
+        assert!(why.contains("past its peak"), "{why}");
+        assert_eq!(first(None).0, "train.lr: + 0.0003");
+    }
+
+    #[test]
     fn setting_a_default_is_not_a_change() {
         let best = manifest();
         let set = |k: &str, v: Value| {
@@ -890,6 +994,7 @@ mod tests {
             audit: None,
             attributes: &[],
             confound: None,
+            training: None,
         };
         for c in action_space(&ctx) {
             if fresh(&ctx, &c.patch, &tried(&rounds)) {
@@ -927,6 +1032,7 @@ mod tests {
             audit: Some(&audit),
             attributes: &[],
             confound: None,
+            training: None,
         };
         let c = Heuristic.propose(&ctx).unwrap();
         assert_eq!(
@@ -964,6 +1070,7 @@ mod tests {
                 audit: None,
                 attributes: &[],
                 confound: None,
+                training: None,
             };
             Random::new(seed).propose(&ctx)
         };
