@@ -416,3 +416,41 @@ fn develop_and_review_say_what_is_missing() {
     assert!(r.stderr.contains("has no history yet"), "{}", r.stderr);
     assert!(!Path::new(&ws.path().join("pipeline.best.yaml")).exists());
 }
+
+#[test]
+fn when_no_round_meets_the_constraints_the_trade_offs_are_shown_and_the_clinician_chooses() {
+    let ws = workspace();
+    // A sensitivity no model of two epochs on 160 images reaches.
+    ws.manifest(&MANIFEST.replace(
+        "  objective: {metric: auc}\n",
+        "  objective: {metric: auc}\n  constraints: [{metric: sensitivity, op: '>=', value: 0.999}, {metric: specificity, op: '>=', value: 0.999}]\n",
+    ));
+    let r = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "2", "--plain"])
+        .code(0);
+    assert!(
+        r.stdout
+            .contains("no round meets every constraint; the trade-offs found"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("engine accept N"), "{}", r.stdout);
+    let rows = rows(&ws);
+    assert!(rows.iter().all(|r| {
+        r["score"]["constraints"]
+            .as_array()
+            .is_some_and(|c| c.len() == 2)
+    }));
+    // The clinician picks round 2 (whatever the loop kept); it becomes the best manifest.
+    let a = ws.run(&["accept", "2", "pipeline.yaml"]).code(0);
+    assert!(a.stdout.contains("round 2 accepted"), "{}", a.stdout);
+    assert_eq!(
+        ws.read("pipeline.best.yaml"),
+        ws.read(".engine/develop/pipeline/rounds/002/manifest.yaml")
+    );
+    let h = ws.run(&["history", "--json"]).code(0);
+    let h: Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(h["accepted"], 2);
+    let bad = ws.run(&["accept", "7"]).code(2);
+    assert!(bad.stderr.contains("there is no round 7"), "{}", bad.stderr);
+}
