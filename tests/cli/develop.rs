@@ -85,12 +85,22 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
         assert_eq!(row["state"], "done", "{row}");
     }
     assert_eq!(rows[0]["kept"], true);
-    // The confounder leads: group-balanced sampling, with the audit's figures as evidence.
+    // At 32 px the small CNN ends on a 2x2 feature map: resolution comes first. Then the
+    // confounder: group-balanced sampling, with the audit's figures as evidence.
+    assert_eq!(rows[1]["summary"], "train.image_size: 32 -> 64");
+    assert!(
+        rows[1]["rationale"]
+            .as_str()
+            .unwrap()
+            .contains("at 32 px the small_cnn's last feature map is 2x2"),
+        "{}",
+        rows[1]["rationale"]
+    );
     assert_eq!(
-        rows[1]["summary"],
+        rows[2]["summary"],
         "train.sampler: + {attribute: drain, kind: group_balanced}"
     );
-    let why = rows[1]["rationale"].as_str().unwrap();
+    let why = rows[2]["rationale"].as_str().unwrap();
     assert!(
         why.contains("the audit finds `drain` in")
             && why.contains("alone predicts the label with AUC"),
@@ -108,7 +118,7 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
             "{text}"
         );
         assert!(
-            text.contains("      image_size: 32   # small, for the test\n"),
+            text.contains("   # small, for the test\n") && text.contains("      epochs: 2\n"),
             "{text}"
         );
         let diff = row["diff"].as_str().unwrap();
@@ -171,7 +181,7 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
     );
     let e = ws.run(&["explain", "1"]).code(0);
     for needle in [
-        "why: the request says the model must not rely on `chest_drain`",
+        "why: at 32 px the small_cnn's last feature map is 2x2",
         "verdict:",
         "auc",
         "+++ pipeline.yaml (round 1)",
@@ -181,7 +191,7 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
     let d = ws.run(&["diff", "0", "1"]).code(0);
     assert!(
         d.stdout
-            .contains("+      sampler: {attribute: drain, kind: group_balanced}"),
+            .contains("+      image_size: 64   # small, for the test"),
         "{}",
         d.stdout
     );

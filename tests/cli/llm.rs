@@ -399,10 +399,7 @@ fn an_openai_compatible_server_that_never_answers_well_hands_the_round_to_the_he
     let rows = rows(&ws);
     let r = &rows[1];
     assert_eq!(r["proposer"], "heuristic", "{r}");
-    assert_eq!(
-        r["summary"],
-        "train.sampler: + {attribute: drain, kind: group_balanced}"
-    );
+    assert_eq!(r["summary"], "train.image_size: 32 -> 64");
     let notes: Vec<&str> = r["notes"]
         .as_array()
         .unwrap()

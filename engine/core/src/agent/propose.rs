@@ -402,6 +402,27 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         task.is_some_and(|t| t.error_preference == ErrorPreference::MinimizeFalseNegatives);
     let classes = class_evidence(ctx);
 
+    // 0. Detail the network cannot see: when the last feature map is smaller than 4x4, no
+    // other technique recovers what the downsampling pooled away.
+    let size = num(ctx, "image_size", 64.0) as u64;
+    let backbone = w
+        .get("backbone")
+        .and_then(Value::as_str)
+        .unwrap_or("small_cnn")
+        .to_owned();
+    let stride = if backbone == "small_cnn" { 16 } else { 32 };
+    if size / stride < 4 && size < 256 {
+        push(
+            vec![set(ctx, "image_size", json!(size * 2))],
+            format!(
+                "at {size} px the {backbone}'s last feature map is {side}x{side} ({stride}x downsampling), so fine detail is pooled away before the classifier sees it: {size} -> {} px; {}",
+                size * 2,
+                best_evidence(ctx),
+                side = size / stride
+            ),
+        );
+    }
+
     // 1. What the request says matters most.
     if fn_averse || task.is_some_and(|t| t.priority_class.is_some()) {
         let who = priority
@@ -588,7 +609,6 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
             format!("an exponential moving average of the weights (decay 0.999) smooths the last epochs' noise; {evidence}"),
         ));
     }
-    let size = num(ctx, "image_size", 64.0) as u64;
     if size < 256 {
         tuning.push((
             "resolution",
