@@ -354,7 +354,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             })
             .with_context(|| format!("cannot create {}", journal.dir().display()))?;
     }
-    let (mut rounds, torn) = match journal.rounds() {
+    let (mut rounds, torn) = match journal.rounds_repaired() {
         Ok(r) => r,
         Err(e) => return usage(e),
     };

@@ -171,9 +171,19 @@ impl Journal {
         Ok(to)
     }
 
-    /// The finished rounds, in order. A last line cut short (a kill mid-write) is removed
-    /// from the file and reported in the second value.
+    /// The finished rounds, in order, for readers: a last line without its line end (being
+    /// written, or cut short by a kill) is left out, and the file is not touched.
     pub fn rounds(&self) -> Result<(Vec<Round>, Option<String>), String> {
+        self.read(false)
+    }
+
+    /// The finished rounds, for the developer loop, which holds the workspace lock: a last
+    /// line cut short by a kill mid-write is removed from the file and reported.
+    pub fn rounds_repaired(&self) -> Result<(Vec<Round>, Option<String>), String> {
+        self.read(true)
+    }
+
+    fn read(&self, repair: bool) -> Result<(Vec<Round>, Option<String>), String> {
         let path = self.table();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -206,7 +216,7 @@ impl Journal {
                 }
             }
         }
-        if torn.is_some() {
+        if torn.is_some() && repair {
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
@@ -340,9 +350,16 @@ mod tests {
         f.write_all(&line.as_bytes()[..line.len() / 2]).unwrap();
         let (rows, torn) = j.rounds().unwrap();
         assert_eq!(rows.len(), 3);
+        assert!(torn.is_some(), "a reader skips the partial line");
+        assert!(
+            j.rounds().unwrap().1.is_some(),
+            "and leaves the file as it is"
+        );
+        let (rows, torn) = j.rounds_repaired().unwrap();
+        assert_eq!(rows.len(), 3);
         assert!(torn.unwrap().contains("cut short"));
         let (rows, torn) = j.rounds().unwrap();
-        assert_eq!((rows.len(), torn), (3, None), "the file was repaired");
+        assert_eq!((rows.len(), torn), (3, None), "the loop repaired the file");
         j.append(&row(3)).unwrap();
         assert_eq!(j.rounds().unwrap().0.len(), 4);
     }
