@@ -464,3 +464,67 @@ fn when_no_round_meets_the_constraints_the_trade_offs_are_shown_and_the_clinicia
     let bad = ws.run(&["accept", "7"]).code(2);
     assert!(bad.stderr.contains("there is no round 7"), "{}", bad.stderr);
 }
+
+#[test]
+fn ctrl_c_at_the_approval_prompt_stops_the_loop_and_the_proposal_waits_for_the_next_run() {
+    let ws = workspace();
+    let mut child = engine()
+        .args([
+            "develop",
+            "pipeline.yaml",
+            "--rounds",
+            "2",
+            "--approve",
+            "--plain",
+        ])
+        .current_dir(ws.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Round 1's proposal is saved just before the question is asked.
+    wait_for(
+        &ws.path()
+            .join(".engine/develop/pipeline/rounds/001/proposal.json"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The input stays open: the loop is waiting for an answer when Ctrl-C comes.
+    let _stdin = child.stdin.take().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(130), "{stdout}");
+    assert!(stdout.contains("round 1 is saved"), "{stdout}");
+    assert_eq!(rows(&ws).len(), 1, "only round 0 is recorded");
+    let mut again = engine()
+        .args([
+            "develop",
+            "pipeline.yaml",
+            "--rounds",
+            "2",
+            "--approve",
+            "--plain",
+        ])
+        .current_dir(ws.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        again.stdin.take().unwrap().write_all(b"q\n").unwrap();
+    }
+    let out = again.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("round 1: resuming the saved proposal"),
+        "{stdout}"
+    );
+}

@@ -196,6 +196,7 @@ enum Answer {
     No,
     Edit,
     Quit,
+    Interrupted,
 }
 
 /// Opens `text` in the clinician's editor ($VISUAL, else $EDITOR, else vi) as `path`, and
@@ -219,17 +220,35 @@ fn edit_in_editor(path: &Path, text: &str) -> anyhow::Result<Option<String>> {
     Ok((edited != text).then_some(edited))
 }
 
-fn ask(question: &str) -> Answer {
+/// Asks at the terminal; Ctrl-C (which the runner catches) ends the wait too.
+fn ask(question: &str, runner: &Runner) -> Answer {
     let mut out = std::io::stderr();
-    let stdin = std::io::stdin();
     loop {
         let _ = write!(out, "{question} [y]es / [n]o / [e]dit / [q]uit: ");
         let _ = out.flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => return Answer::Quit,
-            Ok(_) => {}
-        }
+        // Read on a thread, so that an interrupt is noticed while the line is awaited.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = std::io::stdin().lock().read_line(&mut line);
+            let _ = tx.send(read.map(|n| (n, line)));
+        });
+        let line = loop {
+            if runner.interrupted() {
+                return Answer::Interrupted;
+            }
+            let got = rx.recv_timeout(Duration::from_millis(100));
+            // Ctrl-C at a terminal may also end the input; the interrupt wins.
+            if runner.interrupted() {
+                return Answer::Interrupted;
+            }
+            match got {
+                Ok(Ok((0, _)) | Err(_)) => return Answer::Quit,
+                Ok(Ok((_, line))) => break line,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Answer::Quit,
+            }
+        };
         match line.trim().to_ascii_lowercase().as_str() {
             "y" | "yes" => return Answer::Yes,
             "n" | "no" => return Answer::No,
@@ -551,7 +570,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
         }
         if args.approve && n > 0 {
             loop {
-                match ask(&format!("run round {n}?")) {
+                match ask(&format!("run round {n}?"), &runner) {
                     Answer::Yes => break,
                     Answer::No => {
                         row.verdict = "declined by the clinician".into();
@@ -563,6 +582,12 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
                     Answer::Quit => {
                         stopped_by = "the clinician";
                         break 'rounds;
+                    }
+                    Answer::Interrupted => {
+                        println!(
+                            "\ninterrupted: round {n} is saved and is asked again on the next `engine develop`"
+                        );
+                        return Ok(ExitCode::from(EXIT_INTERRUPTED));
                     }
                     Answer::Edit => {
                         let (Some(base), Some(b)) = (&base_value, best.as_ref()) else {
