@@ -425,6 +425,16 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(EXIT_FAILED));
         }
+        // At the objective's maximum no round can gain the minimum improvement.
+        if let Some(s) = best.as_ref().and_then(|b| b.score.as_ref())
+            && s.feasible()
+            && s.value >= 1.0
+            && journal.pending(n).is_none()
+        {
+            stopped_by =
+                "the objective, already at its maximum on validation (no round could be kept)";
+            break;
+        }
         // The proposal: saved earlier and cut short, or a new one.
         let (proposal, text, diff) = match journal.pending(n) {
             Some(saved) => {

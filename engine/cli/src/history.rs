@@ -32,13 +32,14 @@ pub fn table(rounds: &[Round]) -> String {
         .iter()
         .find_map(|r| r.score.as_ref().map(|s| s.metric.clone()))
         .unwrap_or_else(|| "score".into());
+    let w = metric.len().max(9);
     let mut out = format!(
-        "{:>5}  {:<9}  {:<4}  {:>9}  {:>8}  {:>6}  change\n",
+        "{:>5}  {:<9}  {:<4}  {:>w$}  {:>8}  {:>6}  change\n",
         "round", "state", "kept", metric, "vs best", "secs"
     );
     for (r, d) in rounds.iter().zip(deltas(rounds)) {
         out.push_str(&format!(
-            "{:>5}  {:<9}  {:<4}  {:>9}  {:>8}  {:>6.0}  {}\n",
+            "{:>5}  {:<9}  {:<4}  {:>w$}  {:>8}  {:>6.0}  {}\n",
             r.round,
             r.state.as_str(),
             if r.kept { "yes" } else { "" },
