@@ -35,6 +35,11 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in entries.flatten() {
         let p = e.path();
+        // Hidden folders hold a workspace's records (`.engine/`, written by an example's
+        // run.sh), not shipped manifests.
+        if p.is_dir() && e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         if p.is_dir() {
             yaml_files(&p, out);
         } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml")
