@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::support::{Workspace, engine, wait_for, worker_is_built};
+use crate::support::{Workspace, chest_workspace, develop_rows, engine, wait_for};
 
 const MANIFEST: &str = "\
 # The developer loop's test manifest: comments and layout must survive every round.
@@ -46,25 +46,7 @@ stages:
 ";
 
 fn workspace() -> Workspace {
-    assert!(
-        worker_is_built(),
-        "engine-worker is not beside engine: run the tests with `cargo test --workspace`"
-    );
-    let ws = Workspace::new();
-    ws.run(&[
-        "synth", "chest", "--out", "data", "--n", "160", "--size", "32", "--neatx", "0", "--seed",
-        "2",
-    ])
-    .code(0);
-    ws.manifest(MANIFEST);
-    ws
-}
-
-fn rows(ws: &Workspace) -> Vec<Value> {
-    ws.read(".engine/develop/pipeline/rounds.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    chest_workspace(MANIFEST, 160, 2)
 }
 
 #[test]
@@ -78,7 +60,7 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
         MANIFEST,
         "the clinician's file is never modified"
     );
-    let rows = rows(&ws);
+    let rows = develop_rows(&ws);
     assert_eq!(rows.len(), 4, "{}", r.stdout);
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row["round"], i as u64);
@@ -251,7 +233,7 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
         "{}",
         more.stdout
     );
-    assert_eq!(self::rows(&ws).len(), 5);
+    assert_eq!(develop_rows(&ws).len(), 5);
     ws.manifest(&MANIFEST.replace("epochs: 2", "epochs: 3"));
     let changed = ws
         .run(&["develop", "pipeline.yaml", "--rounds", "5"])
@@ -281,7 +263,7 @@ fn a_loop_killed_mid_round_resumes_without_losing_or_repeating_a_round() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let before = rows(&ws);
+    let before = develop_rows(&ws);
     assert_eq!(before.len(), 1, "only round 0 was finished");
     let r = ws
         .run(&["develop", "pipeline.yaml", "--rounds", "2", "--plain"])
@@ -291,7 +273,7 @@ fn a_loop_killed_mid_round_resumes_without_losing_or_repeating_a_round() {
         "{}",
         r.stdout
     );
-    let after = rows(&ws);
+    let after = develop_rows(&ws);
     let numbers: Vec<u64> = after.iter().map(|r| r["round"].as_u64().unwrap()).collect();
     assert_eq!(numbers, [0, 1, 2]);
     assert_eq!(after[0], before[0], "round 0 is untouched");
@@ -345,7 +327,7 @@ fn in_approval_mode_proposals_wait_for_yes_no_or_an_edit() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows = rows(&ws);
+    let rows = develop_rows(&ws);
     assert_eq!(rows.len(), 3, "{stdout}");
     let edited = &rows[1];
     assert_eq!(
@@ -445,7 +427,7 @@ fn when_no_round_meets_the_constraints_the_trade_offs_are_shown_and_the_clinicia
         r.stdout
     );
     assert!(r.stdout.contains("engine accept N"), "{}", r.stdout);
-    let rows = rows(&ws);
+    let rows = develop_rows(&ws);
     assert!(rows.iter().all(|r| {
         r["score"]["constraints"]
             .as_array()
@@ -500,7 +482,7 @@ fn ctrl_c_at_the_approval_prompt_stops_the_loop_and_the_proposal_waits_for_the_n
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(130), "{stdout}");
     assert!(stdout.contains("round 1 is saved"), "{stdout}");
-    assert_eq!(rows(&ws).len(), 1, "only round 0 is recorded");
+    assert_eq!(develop_rows(&ws).len(), 1, "only round 0 is recorded");
     let mut again = engine()
         .args([
             "develop",

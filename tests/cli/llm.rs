@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Workspace, engine, worker_is_built};
+use crate::support::{Workspace, chest_workspace, develop_rows, engine};
 
 /// One scripted answer: status, extra headers, body, and a delay before answering.
 #[derive(Clone)]
@@ -156,18 +156,7 @@ stages:
 ";
 
 fn workspace() -> Workspace {
-    assert!(
-        worker_is_built(),
-        "engine-worker is not beside engine: run `cargo test --workspace`"
-    );
-    let ws = Workspace::new();
-    ws.run(&[
-        "synth", "chest", "--out", "data", "--n", "120", "--size", "32", "--neatx", "0", "--seed",
-        "4",
-    ])
-    .code(0);
-    ws.manifest(MANIFEST);
-    ws
+    chest_workspace(MANIFEST, 120, 4)
 }
 
 fn develop(ws: &Workspace, api: &str, url: &str, env: &[(&str, &str)]) -> (i32, String, String) {
@@ -205,13 +194,6 @@ fn develop(ws: &Workspace, api: &str, url: &str, env: &[(&str, &str)]) -> (i32, 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn rows(ws: &Workspace) -> Vec<Value> {
-    ws.read(".engine/develop/pipeline/rounds.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Every file under the workspace's records, for the check that the key is in none.
@@ -276,7 +258,7 @@ fn anthropic_replies_are_retried_checked_and_repaired_until_one_is_valid() {
     let (code, stdout, stderr) =
         develop(&ws, "anthropic", &server.url, &[("ANTHROPIC_API_KEY", KEY)]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let rows = rows(&ws);
+    let rows = develop_rows(&ws);
     assert_eq!(rows.len(), 2, "{stdout}");
     let r = &rows[1];
     assert_eq!(
@@ -396,7 +378,7 @@ fn an_openai_compatible_server_that_never_answers_well_hands_the_round_to_the_he
         stderr.contains("the heuristic proposer makes this round's"),
         "{stderr}"
     );
-    let rows = rows(&ws);
+    let rows = develop_rows(&ws);
     let r = &rows[1];
     assert_eq!(r["proposer"], "heuristic", "{r}");
     assert_eq!(r["summary"], "train.image_size: 32 -> 64");

@@ -150,3 +150,29 @@ pub fn worker_is_built() -> bool {
     let exe = std::path::Path::new(env!("CARGO_BIN_EXE_engine"));
     exe.with_file_name("engine-worker").is_file()
 }
+
+/// A workspace for tests that train through the worker: a small synthetic chest set (with
+/// `drains.csv`, no NEATX set) under `data/` and `manifest` as `pipeline.yaml`.
+pub fn chest_workspace(manifest: &str, n: usize, seed: u64) -> Workspace {
+    assert!(
+        worker_is_built(),
+        "engine-worker is not beside engine: run the tests with `cargo test --workspace`"
+    );
+    let ws = Workspace::new();
+    let (n, seed) = (n.to_string(), seed.to_string());
+    ws.run(&[
+        "synth", "chest", "--out", "data", "--n", &n, "--size", "32", "--neatx", "0", "--seed",
+        &seed,
+    ])
+    .code(0);
+    ws.manifest(manifest);
+    ws
+}
+
+/// The rows of `pipeline.yaml`'s developer-loop history.
+pub fn develop_rows(ws: &Workspace) -> Vec<serde_json::Value> {
+    ws.read(".engine/develop/pipeline/rounds.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

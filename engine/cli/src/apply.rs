@@ -33,7 +33,7 @@ pub struct ApplyArgs {
 }
 
 /// Parses `--gpus`: `none`, or comma-separated ids.
-pub(crate) fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
+fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
     let t = text.trim();
     if t.is_empty() || t == "none" {
         return Ok(Vec::new());
@@ -48,7 +48,7 @@ pub(crate) fn parse_gpus(text: &str) -> Result<Vec<u32>, String> {
 }
 
 /// The GPUs this machine offers: CUDA_VISIBLE_DEVICES if set, else those nvidia-smi lists.
-pub(crate) fn detect_gpus() -> Vec<u32> {
+fn detect_gpus() -> Vec<u32> {
     if let Ok(v) = std::env::var("CUDA_VISIBLE_DEVICES") {
         return parse_gpus(&v).unwrap_or_default();
     }
@@ -65,57 +65,106 @@ pub(crate) fn detect_gpus() -> Vec<u32> {
     (0..n as u32).collect()
 }
 
+/// What `--cpus`, `--gpus` and `--executor` ask of this machine, checked before anything
+/// is read.
+#[derive(Debug)]
+pub struct Machine {
+    /// CPU threads for all stages together.
+    pub cpus: u32,
+    gpus: Option<Vec<u32>>,
+    on_slurm: bool,
+}
+
+impl Machine {
+    /// The flags, checked; the error is the line to print.
+    pub fn from_flags(
+        cpus: Option<u32>,
+        gpus: Option<&str>,
+        executor: Executor,
+        partition: bool,
+    ) -> Result<Machine, String> {
+        let on_slurm = executor == Executor::Slurm;
+        if partition && !on_slurm {
+            return Err(
+                "error: --partition only applies to --executor slurm (hint: add `--executor slurm`)"
+                    .into(),
+            );
+        }
+        let gpus = match gpus.map(parse_gpus) {
+            Some(Ok(g)) => Some(g),
+            Some(Err(e)) => {
+                return Err(format!(
+                    "error: --gpus: {e} (hint: write ids like `0,1`, or `none`)"
+                ));
+            }
+            None => None,
+        };
+        let cpus = match cpus {
+            Some(0) => return Err("error: --cpus must be at least 1".into()),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        };
+        Ok(Machine {
+            cpus,
+            gpus,
+            on_slurm,
+        })
+    }
+
+    /// The GPUs `m`'s stages may use, checked against what each stage needs; the error is
+    /// the line to print.
+    pub fn gpus_for(&self, m: &engine_core::load::LoadedManifest) -> Result<Vec<u32>, String> {
+        // Looking for GPUs can mean starting nvidia-smi; only do it when a stage asks for
+        // one. On a cluster, Slurm hands GPUs out, not this machine.
+        let gpus = match &self.gpus {
+            Some(g) => g.clone(),
+            None if self.on_slurm => Vec::new(),
+            None if m.manifest.stages.values().any(|s| s.resources.gpus > 0) => detect_gpus(),
+            None => Vec::new(),
+        };
+        for (id, stage) in m.manifest.stages.iter().filter(|_| !self.on_slurm) {
+            if stage.resources.gpus as usize > gpus.len() {
+                let mark = m.value_mark(&format!("/stages/{id}/resources/gpus"));
+                return Err(format!(
+                    "{}:{}:{}: stage `{id}` needs {} GPU(s) but this machine offers {} (hint: lower `resources.gpus`, pass --gpus, or run on a cluster)",
+                    m.path.display(),
+                    mark.line,
+                    mark.col,
+                    stage.resources.gpus,
+                    gpus.len()
+                ));
+            }
+        }
+        Ok(gpus)
+    }
+}
+
 /// Runs `engine apply`.
 pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
-    let on_slurm = args.executor == Executor::Slurm;
-    if args.partition.is_some() && !on_slurm {
-        eprintln!(
-            "error: --partition only applies to --executor slurm (hint: add `--executor slurm`)"
-        );
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
-    let gpus_flag = match args.gpus.as_deref().map(parse_gpus) {
-        Some(Ok(g)) => Some(g),
-        Some(Err(e)) => {
-            eprintln!("error: --gpus: {e} (hint: write ids like `0,1`, or `none`)");
+    let machine = match Machine::from_flags(
+        args.cpus,
+        args.gpus.as_deref(),
+        args.executor,
+        args.partition.is_some(),
+    ) {
+        Ok(machine) => machine,
+        Err(line) => {
+            eprintln!("{line}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }
-        None => None,
-    };
-    let cpus = match args.cpus {
-        Some(0) => {
-            eprintln!("error: --cpus must be at least 1");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
     };
     let m = match load_or_report(&args.manifest) {
         Ok(m) => m,
         Err(code) => return Ok(code),
     };
-    // Looking for GPUs can mean starting nvidia-smi; only do it when a stage asks for one.
-    // On a cluster, Slurm hands GPUs out, not this machine.
-    let gpus = match gpus_flag {
-        Some(g) => g,
-        None if on_slurm => Vec::new(),
-        None if m.manifest.stages.values().any(|s| s.resources.gpus > 0) => detect_gpus(),
-        None => Vec::new(),
-    };
-    for (id, stage) in m.manifest.stages.iter().filter(|_| !on_slurm) {
-        if stage.resources.gpus as usize > gpus.len() {
-            let mark = m.value_mark(&format!("/stages/{id}/resources/gpus"));
-            eprintln!(
-                "{}:{}:{}: stage `{id}` needs {} GPU(s) but this machine offers {} (hint: lower `resources.gpus`, pass --gpus, or run on a cluster)",
-                m.path.display(),
-                mark.line,
-                mark.col,
-                stage.resources.gpus,
-                gpus.len()
-            );
+    let gpus = match machine.gpus_for(&m) {
+        Ok(g) => g,
+        Err(line) => {
+            eprintln!("{line}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }
-    }
+    };
+    let cpus = machine.cpus;
 
     let store = Store::at(&m.dir);
     store

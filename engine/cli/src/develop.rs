@@ -273,19 +273,17 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             "--run-minutes and --budget-minutes must be positive numbers of minutes".into(),
         );
     }
-    let gpus_flag = match args.gpus.as_deref().map(crate::apply::parse_gpus) {
-        Some(Ok(g)) => Some(g),
-        Some(Err(e)) => {
-            return usage(format!(
-                "--gpus: {e} (hint: write ids like `0,1`, or `none`)"
-            ));
+    let machine = match crate::apply::Machine::from_flags(
+        args.cpus,
+        args.gpus.as_deref(),
+        args.executor,
+        args.partition.is_some(),
+    ) {
+        Ok(machine) => machine,
+        Err(line) => {
+            eprintln!("{line}");
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
-        None => None,
-    };
-    let cpus = match args.cpus {
-        Some(0) => return usage("--cpus must be at least 1".into()),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
     };
     let llm = match args.proposer {
         ProposerKind::Llm => match crate::llm::LlmConfig::resolve(
@@ -321,12 +319,12 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
     let policy = m0.manifest.policy.clone().unwrap_or_default();
     let task = m0.manifest.task.clone();
     let confounded = task.as_ref().is_some_and(|t| !t.confounders.is_empty());
-    let gpus = match gpus_flag {
-        Some(g) => g,
-        None if m0.manifest.stages.values().any(|s| s.resources.gpus > 0) => {
-            crate::apply::detect_gpus()
+    let gpus = match machine.gpus_for(&m0) {
+        Ok(g) => g,
+        Err(line) => {
+            eprintln!("{line}");
+            return Ok(ExitCode::from(EXIT_USAGE));
         }
-        None => Vec::new(),
     };
 
     let store = Store::at(&m0.dir);
@@ -396,7 +394,13 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
     }
 
     let reporter = choose_reporter(false, args.plain);
-    let runner = match Runner::new(cpus, gpus, args.executor, args.partition.clone(), reporter) {
+    let runner = match Runner::new(
+        machine.cpus,
+        gpus,
+        args.executor,
+        args.partition.clone(),
+        reporter,
+    ) {
         Ok(r) => r,
         Err(RunnerError::Usage(e)) => return usage(e),
         Err(RunnerError::Other(e)) => return Err(e),

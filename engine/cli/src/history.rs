@@ -155,7 +155,7 @@ pub fn history(manifest: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCod
         Ok(x) => x,
         Err(c) => return Ok(c),
     };
-    let accepted = accepted(&j);
+    let accepted = j.accepted();
     if as_json {
         let rows: Vec<_> = rounds
             .iter()
@@ -295,13 +295,6 @@ pub fn diff(a: u32, b: u32, manifest: Option<&Path>) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
-fn accepted(j: &Journal) -> Option<u32> {
-    let text = std::fs::read_to_string(j.dir().join("accepted.json")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text).ok()?["round"]
-        .as_u64()
-        .map(|r| r as u32)
-}
-
 /// `engine accept N`: the clinician's choice of round becomes the best manifest.
 pub fn accept(n: u32, manifest: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (j, m, rounds) = match open(manifest) {
@@ -322,10 +315,7 @@ pub fn accept(n: u32, manifest: Option<&Path>) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(j.manifest_of(n))?;
     let best = crate::develop::best_path(&m);
     engine_core::store::write_atomic(&best, text.as_bytes())?;
-    engine_core::store::write_json(
-        &j.dir().join("accepted.json"),
-        &json!({"round": n, "at": engine_core::clock::now_rfc3339()}),
-    )?;
+    j.accept(n)?;
     println!(
         "round {n} accepted; {} now holds its manifest",
         best.display()

@@ -36,12 +36,16 @@ struct Tested {
     plan: Plan,
 }
 
+/// A model to test: the manifest it comes from, its stage, and how reports name it.
+type Source = (LoadedManifest, String, String);
+
 /// The models `engine test` compares when no `--model` is named: the best round of the
 /// developer loop's history (or the round the clinician accepted) against round 0.
+/// Also returns the attribute the scoring evaluation analyses as a confounder.
 fn from_history(
     m: &LoadedManifest,
     manifest: &Path,
-) -> Result<Vec<(LoadedManifest, String, String)>, String> {
+) -> Result<(Vec<Source>, Option<String>), String> {
     let journal = engine_core::agent::journal::Journal::for_manifest(&m.dir, manifest);
     if !journal.exists() {
         return Err(format!(
@@ -50,11 +54,7 @@ fn from_history(
         ));
     }
     let (rounds, _) = journal.rounds()?;
-    let accepted = std::fs::read_to_string(journal.dir().join("accepted.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["round"].as_u64())
-        .map(|r| r as u32);
+    let accepted = journal.accepted();
     let best = match accepted {
         Some(a) => a,
         None => engine_core::agent::journal::Journal::best(&rounds)
@@ -89,7 +89,7 @@ fn from_history(
             format!("`{}` of round {round} ({role})", scoring.train),
         ));
     }
-    Ok(out)
+    Ok((out, scoring.confound))
 }
 
 /// Runs `engine test`.
@@ -104,11 +104,14 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {message}");
         Ok(ExitCode::from(EXIT_USAGE))
     };
-    let sources: Vec<(LoadedManifest, String, String)> = match &args.model {
-        Some(model) => std::iter::once(model)
-            .chain(args.baseline.iter())
-            .map(|s| (m.clone(), s.clone(), format!("`{s}`")))
-            .collect(),
+    let (sources, scored_confound) = match &args.model {
+        Some(model) => (
+            std::iter::once(model)
+                .chain(args.baseline.iter())
+                .map(|s| (m.clone(), s.clone(), format!("`{s}`")))
+                .collect::<Vec<_>>(),
+            None,
+        ),
         None if args.baseline.is_some() => {
             return usage("--baseline needs --model; without both, the test compares the developer loop's best round with its first".into());
         }
@@ -128,13 +131,8 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             Err(message) => return usage(message),
         }
     }
-    let confound = args.confound.clone().or_else(|| {
-        // In history mode, the scoring evaluation's confounder.
-        args.model
-            .is_none()
-            .then(|| crate::develop::scoring(&m).ok()?.confound)
-            .flatten()
-    });
+    // In history mode, the scoring evaluation's confounder unless one is named.
+    let confound = args.confound.clone().or(scored_confound);
     if let [model, base] = models.as_slice() {
         let dataset = |t: &Tested| match &t.m.params[&t.stage] {
             StageParams::ClassifierTrain(p) => p.dataset.clone(),

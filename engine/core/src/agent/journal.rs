@@ -290,6 +290,21 @@ impl Journal {
         Some((p, text, diff))
     }
 
+    /// The round the clinician chose with `engine accept`, if any.
+    pub fn accepted(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.dir.join("accepted.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        v["round"].as_u64().and_then(|r| u32::try_from(r).ok())
+    }
+
+    /// Records the clinician's choice of round `n`.
+    pub fn accept(&self, n: u32) -> std::io::Result<()> {
+        crate::store::write_json(
+            &self.dir.join("accepted.json"),
+            &serde_json::json!({"round": n, "at": crate::clock::now_rfc3339()}),
+        )
+    }
+
     /// The best round: the last one kept.
     pub fn best(rounds: &[Round]) -> Option<&Round> {
         rounds.iter().rev().find(|r| r.kept)

@@ -225,6 +225,55 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     }
 }
 
+/// One member-level difference between two documents.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The value at the pointer is replaced (a member whose value differs in kind or is a
+    /// scalar or array, or a mapping that becomes or was empty).
+    Set(String, Value),
+    /// A new member `key` of the mapping at the pointer.
+    Insert(String, String, Value),
+    /// The member at the pointer goes.
+    Delete(String),
+}
+
+impl Change {
+    /// The pointer of the value that changes.
+    pub fn pointer(&self) -> String {
+        match self {
+            Change::Set(p, _) | Change::Delete(p) => p.clone(),
+            Change::Insert(parent, key, _) => crate::source::push_segment(parent, key),
+        }
+    }
+}
+
+/// How `new` differs from `old`, member by member: mappings on both sides (neither empty)
+/// are compared key by key, anything else that differs is set whole.
+pub fn changes(old: &Value, new: &Value) -> Vec<Change> {
+    fn walk(old: &Value, new: &Value, at: &str, out: &mut Vec<Change>) {
+        if old == new {
+            return;
+        }
+        match (old, new) {
+            (Value::Object(a), Value::Object(b)) if !a.is_empty() && !b.is_empty() => {
+                for k in a.keys().filter(|k| !b.contains_key(*k)) {
+                    out.push(Change::Delete(crate::source::push_segment(at, k)));
+                }
+                for (k, vb) in b {
+                    match a.get(k) {
+                        Some(va) => walk(va, vb, &crate::source::push_segment(at, k), out),
+                        None => out.push(Change::Insert(at.to_owned(), k.clone(), vb.clone())),
+                    }
+                }
+            }
+            _ => out.push(Change::Set(at.to_owned(), new.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(old, new, "", &mut out);
+    out
+}
+
 /// Applies `patch` to a copy of `doc`.
 pub fn apply(doc: &Value, patch: &[PatchOp]) -> Result<Value, PatchError> {
     let mut out = doc.clone();

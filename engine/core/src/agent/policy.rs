@@ -26,29 +26,13 @@ const SEALED: &[(&str, &str)] = &[
 /// Stage kinds whose parameters a round may change when the policy names no paths.
 const TUNABLE: &[StageKind] = &[StageKind::ClassifierTrain, StageKind::Evaluate];
 
-/// Every pointer at which `new` differs from `old`: members set, added or removed.
+/// Every pointer at which `new` differs from `old`: members set, added or removed (the
+/// same differences the rewrite writes as text edits).
 pub fn changed_pointers(old: &Value, new: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    walk(old, new, "", &mut out);
-    out
-}
-
-fn walk(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
-    if old == new {
-        return;
-    }
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
-            for k in a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))) {
-                let p = crate::source::push_segment(at, k);
-                match (a.get(k), b.get(k)) {
-                    (Some(x), Some(y)) => walk(x, y, &p, out),
-                    _ => out.push(p),
-                }
-            }
-        }
-        _ => out.push(at.to_owned()),
-    }
+    crate::agent::patch::changes(old, new)
+        .iter()
+        .map(crate::agent::patch::Change::pointer)
+        .collect()
 }
 
 /// Whether `pattern` (segments of `*`, `**` or literal text with `*` wildcards) matches

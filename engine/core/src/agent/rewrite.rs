@@ -12,6 +12,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::agent::patch::{Change as Edit, changes};
 use crate::source::{SourceMap, push_segment, scan};
 
 /// Why a text could not be rewritten in place.
@@ -23,43 +24,11 @@ fn err<T>(msg: impl Into<String>) -> Result<T, RewriteError> {
     Err(RewriteError(msg.into()))
 }
 
-/// One difference between the old and the new value.
-#[derive(Clone, Debug, PartialEq)]
-enum Edit {
-    /// The member at the pointer takes a new value.
-    Set(String, Value),
-    /// A new member of the mapping at the pointer.
-    Insert(String, String, Value),
-    /// The member at the pointer goes.
-    Delete(String),
-}
-
-fn diff_values(old: &Value, new: &Value, at: &str, out: &mut Vec<Edit>) {
-    if old == new {
-        return;
-    }
-    match (old, new) {
-        (Value::Object(a), Value::Object(b)) if !b.is_empty() && !a.is_empty() => {
-            for k in a.keys().filter(|k| !b.contains_key(*k)) {
-                out.push(Edit::Delete(push_segment(at, k)));
-            }
-            for (k, vb) in b {
-                match a.get(k) {
-                    Some(va) => diff_values(va, vb, &push_segment(at, k), out),
-                    None => out.push(Edit::Insert(at.to_owned(), k.clone(), vb.clone())),
-                }
-            }
-        }
-        _ => out.push(Edit::Set(at.to_owned(), new.clone())),
-    }
-}
-
 /// The text of `text` changed to hold `new`.
 pub fn rewrite(text: &str, new: &Value) -> Result<String, RewriteError> {
     let old: Value = serde_norway::from_str(text)
         .map_err(|e| RewriteError(format!("the manifest is not YAML: {e}")))?;
-    let mut edits = Vec::new();
-    diff_values(&old, new, "", &mut edits);
+    let edits = changes(&old, new);
     let mut out = text.to_owned();
     let mut current = old;
     for edit in &edits {
