@@ -53,8 +53,12 @@ step "engine history"
 step "engine test: the sealed test split, opened once: final against initial model"
 "$engine" test pipeline.yaml --bootstrap 1000
 
+step "engine report: one self-contained HTML file with the figures"
+"$engine" report pipeline.yaml
+
 step "engine apply pipeline.best.yaml: the best manifest re-runs from the cache"
 "$engine" apply pipeline.best.yaml --plain 2>/dev/null
 
 printf '\ndemo finished in %ss; workspace: %s\n' "$(( $(date +%s) - started ))" "$work"
+printf 'the report: %s/pipeline.report.html (open it in a browser)\n' "$work"
 printf 'review any round: engine explain N pipeline.yaml; engine diff A B pipeline.yaml (in %s)\n' "$work"

@@ -25,6 +25,20 @@ done
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "chromium, for the report's browser test"
+if ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "error: the report's browser test needs Debian's chromium package (apt-get install chromium, as root)" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+chromium --version
+# Here, too, a skip would hide a regression.
+export ENGINE_REQUIRE_CHROMIUM=1
+
 step "tests"
 # The Slurm tests start a real one-node cluster (installing slurm-wlm and munge when
 # missing); here a skip would hide a regression, so it fails instead.

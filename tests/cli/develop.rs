@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::support::{Workspace, chest_workspace, develop_rows, engine, wait_for};
 
-const MANIFEST: &str = "\
+pub(crate) const MANIFEST: &str = "\
 # The developer loop's test manifest: comments and layout must survive every round.
 version: 1
 name: loop
@@ -42,7 +42,7 @@ stages:
       loss: {kind: bce}
   evaluate:
     uses: evaluate
-    with: {model: train, confound: drain, bootstrap: 200}
+    with: {model: train, confound: drain, bootstrap: 200, at_specificity: 0.7}
 ";
 
 fn workspace() -> Workspace {

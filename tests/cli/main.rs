@@ -9,6 +9,7 @@ mod llm;
 mod metrics;
 mod parse;
 mod plan;
+mod report;
 mod slurm;
 mod support;
 mod train;

@@ -141,6 +141,19 @@ pub enum Cmd {
         /// The manifest [default: the only one with a history in this directory].
         manifest: Option<PathBuf>,
     },
+    /// Write the HTML report: the request, the held-out test with its intervals and paired
+    /// tests, the confound panels, the developer loop's rounds and diffs, the data audit
+    /// and provenance, in one self-contained file (inline SVG figures, no network).
+    Report {
+        /// The manifest to report on [default: the only one with a history in this directory].
+        manifest: Option<PathBuf>,
+        /// Where to write it [default: NAME.report.html beside the manifest].
+        #[arg(short, long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The test opening to show [default: the latest for this manifest].
+        #[arg(long, value_name = "ID")]
+        test: Option<String>,
+    },
     /// Run one stage job (used by the executors; not for direct use).
     #[command(hide = true)]
     StageExec {

@@ -34,6 +34,7 @@ use crate::propose_llm::LlmProposer;
 use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 
 /// The stages a history scores: the `evaluate` stage and the training stage it reads.
+#[derive(Debug, Clone)]
 pub struct Scoring {
     /// The `evaluate` stage.
     pub evaluate: String,

@@ -85,7 +85,7 @@ pub fn print_frontier(rounds: &[Round]) {
 }
 
 /// The history of `manifest`, or the only history in the current directory.
-fn find(manifest: Option<&Path>) -> Result<(Journal, PathBuf), String> {
+pub(crate) fn find(manifest: Option<&Path>) -> Result<(Journal, PathBuf), String> {
     if let Some(m) = manifest {
         let dir = match m.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -14,6 +14,7 @@ mod metrics;
 mod parse;
 mod progress;
 mod propose_llm;
+mod report;
 mod sealed;
 
 use std::process::ExitCode;
@@ -68,6 +69,11 @@ fn main() -> ExitCode {
         Cmd::Explain { round, manifest } => history::explain(round, manifest.as_deref()),
         Cmd::Diff { a, b, manifest } => history::diff(a, b, manifest.as_deref()),
         Cmd::Accept { round, manifest } => history::accept(round, manifest.as_deref()),
+        Cmd::Report {
+            manifest,
+            out,
+            test,
+        } => report::report(manifest.as_deref(), out.as_deref(), test.as_deref()),
         Cmd::StageExec { job } => commands::stage_exec(&job),
     };
     match result {

@@ -224,6 +224,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let record = json!({
         "at": opened_at,
         "id": id,
+        "manifest": args.manifest.file_name().map(|n| n.to_string_lossy()),
         "models": models.iter().map(|t| json!({"stage": t.stage, "label": t.label, "hash": t.hash})).collect::<Vec<_>>(),
         "repeat": seen,
         "reopen": args.reopen,
@@ -291,7 +292,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let input = if models[0].classes == 2 {
         Input::Binary {
             preds: files[0].clone(),
-            options: BinaryOptions::default(),
+            options: operating_points(&models[0].m, &models[0].stage),
             attribute: confound.clone(),
             compare,
         }
@@ -321,6 +322,11 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         obj.insert("model".into(), models[0].stage.clone().into());
         obj.insert("label".into(), models[0].label.clone().into());
         obj.insert("opening".into(), record.clone());
+        let name = |f: &PathBuf| f.file_name().map(|n| n.to_string_lossy().into_owned());
+        obj.insert(
+            "predictions".into(),
+            json!({"model": name(&files[0]), "baseline": files.get(1).and_then(name)}),
+        );
         if let (Some(b), Some(Value::Object(c))) = (models.get(1), obj.get_mut("comparison")) {
             c.insert("baseline".into(), b.stage.clone().into());
             c.insert("baseline_label".into(), b.label.clone().into());
@@ -354,6 +360,22 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         println!("\nresults: {}", dir.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The operating points of the `evaluate` stage that evaluates `stage` on validation, so that
+/// the test reports the sensitivity and specificity the clinician asked for; the defaults
+/// when no such stage exists.
+fn operating_points(m: &LoadedManifest, stage: &str) -> BinaryOptions {
+    m.params
+        .values()
+        .find_map(|p| match p {
+            StageParams::Evaluate(e) if e.model == stage => Some(BinaryOptions {
+                at_specificity: e.at_specificity,
+                at_sensitivity: e.at_sensitivity,
+            }),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 /// The model of `stage`, which must be a `classifier.train` stage whose current settings

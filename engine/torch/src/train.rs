@@ -394,6 +394,19 @@ fn check_fit(p: &TrainParams, k: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// What the model was trained on, for the report's provenance.
+fn runtime(device: Device) -> serde_json::Value {
+    let device = match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    };
+    json!({
+        "libtorch": crate::runtime_info().libtorch_version,
+        "device": device,
+        "cpu_threads": tch::get_num_threads(),
+    })
+}
+
 fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Result<(), String> {
     let started = Instant::now();
     let seed = job.seed;
@@ -724,6 +737,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         "train_images": data.train.len(),
         "val_images": data.val.len(),
         "seconds": started.elapsed().as_secs_f64(),
+        "runtime": runtime(device),
     });
     write_json(&out.join("metrics.json"), &metrics)?;
     let config = json!({
