@@ -14,14 +14,14 @@ use crate::support::{Workspace, chest_workspace, develop_rows, engine};
 
 /// One scripted answer: status, extra headers, body, and a delay before answering.
 #[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(&'static str, &'static str)>,
-    body: String,
-    delay: Duration,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(&'static str, &'static str)>,
+    pub(crate) body: String,
+    pub(crate) delay: Duration,
 }
 
-fn ok(body: Value) -> Reply {
+pub(crate) fn ok(body: Value) -> Reply {
     Reply {
         status: 200,
         headers: vec![],
@@ -30,7 +30,7 @@ fn ok(body: Value) -> Reply {
     }
 }
 
-fn status(code: u16, headers: Vec<(&'static str, &'static str)>) -> Reply {
+pub(crate) fn status(code: u16, headers: Vec<(&'static str, &'static str)>) -> Reply {
     Reply {
         status: code,
         headers,
@@ -41,14 +41,14 @@ fn status(code: u16, headers: Vec<(&'static str, &'static str)>) -> Reply {
 
 /// A request as the server saw it.
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Value,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Value,
 }
 
 impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -58,9 +58,9 @@ impl Seen {
 
 /// An HTTP/1.1 server on loopback answering connections in order from a script (each
 /// connection on its own thread, so a slow answer does not hold up the next).
-struct Server {
-    url: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
+pub(crate) struct Server {
+    pub(crate) url: String,
+    pub(crate) seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 fn handle(stream: TcpStream, reply: Option<Reply>, seen: Arc<Mutex<Vec<Seen>>>) {
@@ -108,7 +108,7 @@ fn handle(stream: TcpStream, reply: Option<Reply>, seen: Arc<Mutex<Vec<Seen>>>) 
     let _ = out.write_all(reply.body.as_bytes());
 }
 
-fn serve(script: Vec<Reply>) -> Server {
+pub(crate) fn serve(script: Vec<Reply>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -220,7 +220,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-const KEY: &str = "sk-test-0123456789-secret";
+pub(crate) const KEY: &str = "sk-test-0123456789-secret";
 
 fn anthropic_call(id: &str, input: Value) -> Reply {
     ok(json!({

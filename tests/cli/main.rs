@@ -8,6 +8,7 @@ mod init;
 mod llm;
 mod metrics;
 mod parse;
+mod parse_llm;
 mod plan;
 mod report;
 mod slurm;

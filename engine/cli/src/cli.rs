@@ -82,13 +82,7 @@ pub enum Cmd {
     Metrics(MetricsArgs),
     /// Turn a clinician's request in words into a TaskSpec (schemas/task.schema.json), with
     /// questions where the request leaves something open.
-    Parse {
-        /// The request, in quotes.
-        request: String,
-        /// Print the TaskSpec as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Parse(ParseArgs),
     /// The held-out evaluation: open the sealed test split once, predict it with a trained
     /// model (and a baseline), and report every metric with its 95% CI and the paired tests.
     Test(TestArgs),
@@ -162,6 +156,64 @@ pub enum Cmd {
     },
 }
 
+/// Where the language model is, for `--proposer llm` and `--parser llm`.
+#[derive(Debug, Args)]
+pub struct LlmArgs {
+    /// The language model's API (with `--proposer llm` or `--parser llm`) [default:
+    /// ENGINE_LLM_API, else anthropic].
+    #[arg(long, value_enum, value_name = "API")]
+    pub llm_api: Option<crate::llm::Api>,
+    /// The server's base URL [default: ENGINE_LLM_URL, else the API's public endpoint].
+    #[arg(long, value_name = "URL")]
+    pub llm_url: Option<String>,
+    /// The model [default: ENGINE_LLM_MODEL]. The key comes from ENGINE_LLM_API_KEY, else
+    /// ANTHROPIC_API_KEY or OPENAI_API_KEY, and is never written anywhere.
+    #[arg(long, value_name = "NAME")]
+    pub llm_model: Option<String>,
+    /// Time limit of one request to the model, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 60.0)]
+    pub llm_timeout: f64,
+}
+
+impl LlmArgs {
+    /// The configuration these flags and the environment give; the error says what is
+    /// missing.
+    pub fn config(&self) -> Result<crate::llm::LlmConfig, String> {
+        crate::llm::LlmConfig::resolve(
+            self.llm_api,
+            self.llm_url.clone(),
+            self.llm_model.clone(),
+            self.llm_timeout,
+        )
+    }
+}
+
+/// Which parser reads a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ParserKind {
+    /// The rule-based parser: no network, its vocabulary in `task/vocab.yaml`.
+    Rules,
+    /// A language model (Anthropic Messages API, or any OpenAI-compatible server) filling
+    /// the TaskSpec schema as a tool; checked, repaired once, and replaced by the rules
+    /// when it fails.
+    Llm,
+}
+
+/// The flags of `engine parse`.
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    /// The request, in quotes.
+    pub request: String,
+    /// Print the TaskSpec as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Who reads the request.
+    #[arg(long, value_enum, default_value_t = ParserKind::Rules)]
+    pub parser: ParserKind,
+    #[command(flatten)]
+    pub llm: LlmArgs,
+}
+
 /// The flags of `engine develop`.
 #[derive(Debug, Args)]
 pub struct DevelopArgs {
@@ -183,20 +235,8 @@ pub struct DevelopArgs {
     /// Total time budget, in minutes: no round starts after it.
     #[arg(long, value_name = "M")]
     pub budget_minutes: Option<f64>,
-    /// The language model's API (with `--proposer llm`) [default: ENGINE_LLM_API, else
-    /// anthropic].
-    #[arg(long, value_enum, value_name = "API")]
-    pub llm_api: Option<crate::llm::Api>,
-    /// The server's base URL [default: ENGINE_LLM_URL, else the API's public endpoint].
-    #[arg(long, value_name = "URL")]
-    pub llm_url: Option<String>,
-    /// The model [default: ENGINE_LLM_MODEL]. The key comes from ENGINE_LLM_API_KEY, else
-    /// ANTHROPIC_API_KEY or OPENAI_API_KEY, and is never written anywhere.
-    #[arg(long, value_name = "NAME")]
-    pub llm_model: Option<String>,
-    /// Time limit of one request to the model, in seconds.
-    #[arg(long, value_name = "S", default_value_t = 60.0)]
-    pub llm_timeout: f64,
+    #[command(flatten)]
+    pub llm: LlmArgs,
     /// Ask before running each proposal (y: run it, n: record it as declined, e: edit it in
     /// $VISUAL or $EDITOR first, q: stop).
     #[arg(long)]
@@ -249,6 +289,11 @@ pub struct InitArgs {
     /// Go with the parser's reading where the request leaves something open.
     #[arg(long)]
     pub assume_defaults: bool,
+    /// Who reads the request.
+    #[arg(long, value_enum, default_value_t = ParserKind::Rules)]
+    pub parser: ParserKind,
+    #[command(flatten)]
+    pub llm: LlmArgs,
     /// Replace the manifest if it exists.
     #[arg(long)]
     pub force: bool,

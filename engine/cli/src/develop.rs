@@ -287,12 +287,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let llm = match args.proposer {
-        ProposerKind::Llm => match crate::llm::LlmConfig::resolve(
-            args.llm_api,
-            args.llm_url.clone(),
-            args.llm_model.clone(),
-            args.llm_timeout,
-        ) {
+        ProposerKind::Llm => match args.llm.config() {
             Ok(cfg) => Some(LlmProposer::new(cfg)),
             Err(e) => return usage(format!("--proposer llm: {e}")),
         },

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use engine_core::manifest::{Dataset, DatasetFormat, SplitBy, SplitSpec};
-use engine_core::task::{ErrorPreference, TaskKind, TaskSpec, parse_request};
+use engine_core::task::{ErrorPreference, TaskKind, TaskSpec};
 use engine_data::audit::{self, Audit};
 use engine_data::salt::Salt;
 use serde_json::{Value, json};
@@ -47,7 +47,11 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
             data.display()
         ));
     }
-    let mut spec = parse_request(&request);
+    let read = |request: &str| crate::parse_llm::read_request(request, args.parser, &args.llm);
+    let mut spec = match read(&request) {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
     if !spec.clarifications.is_empty() && !args.assume_defaults {
         if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
             // The answers are more of the clinician's words: parse them with the request.
@@ -62,7 +66,10 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
                     request.push_str(answer.trim());
                 }
             }
-            spec = parse_request(&request);
+            spec = match read(&request) {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
         }
         if !spec.clarifications.is_empty() {
             let list: Vec<String> = spec

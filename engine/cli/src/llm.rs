@@ -344,7 +344,7 @@ pub fn call_tool(cfg: &LlmConfig, conv: &mut Conversation, tool: &Tool) -> Resul
 /// Tells the model why its last answer was refused, so that the next [`call_tool`] can do
 /// better.
 pub fn repair(cfg: &LlmConfig, conv: &mut Conversation, error: &str) {
-    let text = format!("That was refused: {error}\nAnswer again with one valid change.");
+    let text = format!("That was refused: {error}\nCall the tool again with a corrected answer.");
     match (cfg.api, conv.last_call.take()) {
         (Api::Anthropic, Some(id)) => conv.messages.push(json!({
             "role": "user",

@@ -12,6 +12,7 @@ mod init;
 mod llm;
 mod metrics;
 mod parse;
+mod parse_llm;
 mod progress;
 mod propose_llm;
 mod report;
@@ -59,7 +60,7 @@ fn main() -> ExitCode {
         }
         Cmd::Doctor { json, device } => doctor::doctor(json, &device),
         Cmd::Metrics(args) => metrics::metrics(args),
-        Cmd::Parse { request, json } => parse::parse(&request, json),
+        Cmd::Parse(args) => parse::parse(&args),
         Cmd::Test(args) => sealed::test(&args),
         Cmd::Init(args) => init::init(&args),
         Cmd::Synth(args) => data::synth(&args),

@@ -5,19 +5,27 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use engine_core::task::{TaskSpec, parse_request};
+use engine_core::task::TaskSpec;
 
 use crate::EXIT_USAGE;
+use crate::cli::ParseArgs;
 
 /// Parses the request and prints the TaskSpec.
-pub fn parse(request: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub fn parse(args: &ParseArgs) -> anyhow::Result<ExitCode> {
+    let (request, json) = (args.request.as_str(), args.json);
     if request.trim().is_empty() {
         eprintln!(
             "error: the request is empty (hint: describe the model in words, e.g. engine parse \"flag pneumothorax on chest X-rays\")"
         );
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let spec = parse_request(request);
+    let spec = match crate::parse_llm::read_request(request, args.parser, &args.llm) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
     let text = if json {
         let mut t = serde_json::to_string_pretty(&spec)?;
         t.push('\n');

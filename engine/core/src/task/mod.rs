@@ -1,11 +1,13 @@
 //! The semantic parser: a clinician's request in words becomes a TaskSpec.
 
+mod check;
 mod parse;
 mod schema;
 mod spec;
 mod text;
 mod vocab;
 
+pub use check::check_spec;
 pub use parse::parse_request;
 
 /// The finding or diagnosis a dataset's class name denotes (`MEL` is `melanoma`, `nv` is
