@@ -3,6 +3,7 @@
 mod apply;
 mod bad_manifests;
 mod data;
+mod detect;
 mod develop;
 mod init;
 mod llm;

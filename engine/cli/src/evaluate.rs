@@ -22,6 +22,13 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
             .ok_or_else(|| format!("no outputs of stage `{stage}`"))?;
         Ok((dir.join("predictions.csv"), classes(dir, stage)?))
     };
+    let model_dir = job
+        .upstream
+        .get(&p.model)
+        .ok_or_else(|| format!("no outputs of stage `{}`", p.model))?;
+    if is_detector(model_dir) {
+        return evaluate_detector(job, &p, model_dir);
+    }
     let (preds, k) = predictions(&p.model)?;
     let compare = match &p.baseline {
         Some(b) => {
@@ -91,6 +98,60 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
         ),
         None => text,
     };
+    let out = &job.out_dir;
+    let body = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(out.join("metrics.json"), body)
+        .map_err(|e| format!("cannot write metrics.json: {e}"))?;
+    let md = format!("# Validation metrics of `{}`\n\n```\n{text}```\n", p.model);
+    std::fs::write(out.join("summary.md"), md)
+        .map_err(|e| format!("cannot write summary.md: {e}"))?;
+    print!("{text}");
+    Ok(())
+}
+
+/// Whether a stage's outputs are a detector's (`detector.train` writes `kind: detector`).
+fn is_detector(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|c| c["kind"] == "detector")
+}
+
+/// `engine metrics --task detection` on a detector's validation ground truth and
+/// detections: mAP@50, mAP@50:95, precision, recall and F1 with intervals over images.
+fn evaluate_detector(
+    job: &StageJob,
+    p: &engine_core::stages::evaluate::EvaluateParams,
+    dir: &Path,
+) -> Result<(), String> {
+    let (gt, dets) = (dir.join("ground_truth.json"), dir.join("detections.json"));
+    let input = Input::Detection {
+        gt: gt.clone(),
+        dets: dets.clone(),
+        options: engine_core::metrics::DetectionOptions::default(),
+    };
+    let bootstrap = Bootstrap {
+        resamples: p.bootstrap as usize,
+        seed: job.seed,
+        ..Bootstrap::default()
+    };
+    let report = evaluate(input, &bootstrap)?;
+    let text = table(&report, &bootstrap)
+        .replace(
+            &gt.display().to_string(),
+            &format!("`{}` (validation ground truth)", p.model),
+        )
+        .replace(
+            &dets.display().to_string(),
+            &format!("`{}` (validation detections)", p.model),
+        );
+    let mut json = to_json(report);
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("model".into(), p.model.clone().into());
+        obj.insert("split".into(), "val".into());
+        obj.remove("gt");
+        obj.remove("dets");
+    }
     let out = &job.out_dir;
     let body = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
     std::fs::write(out.join("metrics.json"), body)

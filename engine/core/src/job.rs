@@ -77,7 +77,9 @@ impl StageJob {
 pub fn run_core_job(job: &StageJob) -> Result<(), String> {
     match job.stage_params()? {
         StageParams::Command(p) => crate::stages::command::run(job, &p),
-        StageParams::ClassifierTrain(_) | StageParams::ModelPredict(_) => Err(format!(
+        StageParams::ClassifierTrain(_)
+        | StageParams::ModelPredict(_)
+        | StageParams::DetectorTrain(_) => Err(format!(
             "`{}` needs libtorch: it is run by `engine-worker stage-exec`",
             job.kind.as_str()
         )),

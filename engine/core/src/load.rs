@@ -765,6 +765,39 @@ impl Partial<'_> {
                 self.check_image_dataset(id, &stage_pointer, &p.dataset, "trains on");
                 self.check_train(id, &stage_pointer, p, all);
             }
+            StageParams::DetectorTrain(p) => {
+                if let Some(ds) = self.datasets.get(&p.dataset)
+                    && ds.format != crate::manifest::DatasetFormat::Yolo
+                {
+                    self.at(
+                        &format!("{stage_pointer}/with/dataset"),
+                        format!(
+                            "stage `{id}` trains a detector on dataset `{}`, whose format `{}` has no boxes",
+                            p.dataset,
+                            ds.format.as_str()
+                        ),
+                        Some("name a `yolo` dataset (images/, and labels/*.txt with `class cx cy w h` lines)".into()),
+                    );
+                }
+            }
+            StageParams::Evaluate(p)
+                if matches!(all.get(&p.model), Some(StageParams::DetectorTrain(_))) =>
+            {
+                if p.baseline.is_some() {
+                    self.at(
+                        &format!("{stage_pointer}/with/baseline"),
+                        format!("stage `{id}` evaluates the detector `{}`; paired tests compare classifiers' predictions, not detections", p.model),
+                        Some("remove `baseline`; compare detectors by their mAP and its interval".into()),
+                    );
+                }
+                if p.confound.is_some() {
+                    self.at(
+                        &format!("{stage_pointer}/with/confound"),
+                        format!("stage `{id}` evaluates the detector `{}`; the confound analysis is for binary classifiers", p.model),
+                        Some("remove `confound`".into()),
+                    );
+                }
+            }
             StageParams::Evaluate(p) => {
                 let named = std::iter::once(("model", &p.model))
                     .chain(p.baseline.iter().map(|b| ("baseline", b)));
@@ -781,7 +814,7 @@ impl Partial<'_> {
                             format!(
                                 "stage `{id}` evaluates `{target}`, a `{kind}` stage, which writes no validation predictions"
                             ),
-                            Some("name a `classifier.train` stage".into()),
+                            Some("name a `classifier.train` or `detector.train` stage".into()),
                         );
                     }
                 }

@@ -382,6 +382,9 @@ pub enum StageKind {
     // (run by the libtorch worker).
     #[serde(rename = "model.predict")]
     ModelPredict,
+    // Trains a single-stage object detector on a YOLO dataset (run by the libtorch worker).
+    #[serde(rename = "detector.train")]
+    DetectorTrain,
     // Metrics with bootstrap intervals, confound analysis and paired tests on a model's
     // validation predictions.
     #[serde(rename = "evaluate")]
@@ -397,13 +400,17 @@ impl StageKind {
         StageKind::DataAudit,
         StageKind::ClassifierTrain,
         StageKind::ModelPredict,
+        StageKind::DetectorTrain,
         StageKind::Evaluate,
         StageKind::Command,
     ];
 
     /// Whether the libtorch worker (`engine-worker`) runs this kind.
     pub fn needs_libtorch(self) -> bool {
-        matches!(self, StageKind::ClassifierTrain | StageKind::ModelPredict)
+        matches!(
+            self,
+            StageKind::ClassifierTrain | StageKind::ModelPredict | StageKind::DetectorTrain
+        )
     }
 
     /// The name used in manifests.
@@ -412,6 +419,7 @@ impl StageKind {
             StageKind::DataAudit => "data.audit",
             StageKind::ClassifierTrain => "classifier.train",
             StageKind::ModelPredict => "model.predict",
+            StageKind::DetectorTrain => "detector.train",
             StageKind::Evaluate => "evaluate",
             StageKind::Command => "command",
         }
@@ -423,6 +431,7 @@ impl StageKind {
             StageKind::DataAudit => 1,
             StageKind::ClassifierTrain => 2,
             StageKind::ModelPredict => 1,
+            StageKind::DetectorTrain => 1,
             StageKind::Evaluate => 1,
             StageKind::Command => 1,
         }
@@ -476,6 +485,8 @@ pub enum StageParams {
     ClassifierTrain(Box<TrainParams>),
     /// Parameters of a `model.predict` stage.
     ModelPredict(PredictParams),
+    /// Parameters of a `detector.train` stage.
+    DetectorTrain(Box<crate::stages::detect::DetectorParams>),
     /// Parameters of an `evaluate` stage.
     Evaluate(EvaluateParams),
     /// Parameters of a `command` stage.
@@ -499,6 +510,9 @@ impl StageParams {
             StageKind::ModelPredict => Ok(StageParams::ModelPredict(
                 serde_path_to_error::deserialize(value)?,
             )),
+            StageKind::DetectorTrain => Ok(StageParams::DetectorTrain(
+                serde_path_to_error::deserialize(value)?,
+            )),
             StageKind::Evaluate => Ok(StageParams::Evaluate(serde_path_to_error::deserialize(
                 value,
             )?)),
@@ -518,6 +532,7 @@ impl StageParams {
                 field: "with.model".into(),
                 data: true,
             }],
+            StageParams::DetectorTrain(_) => Vec::new(),
             StageParams::Evaluate(p) => {
                 let mut refs = vec![Reference {
                     target: &p.model,
@@ -564,6 +579,11 @@ impl StageParams {
                 field: "with.dataset".into(),
                 data: true,
             }],
+            StageParams::DetectorTrain(p) => vec![Reference {
+                target: &p.dataset,
+                field: "with.dataset".into(),
+                data: true,
+            }],
             StageParams::Evaluate(_) => Vec::new(),
             StageParams::Command(p) => p
                 .datasets
@@ -593,6 +613,10 @@ impl StageParams {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            StageParams::DetectorTrain(_) => crate::stages::detect::OUTPUTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             StageParams::Evaluate(_) => crate::stages::evaluate::OUTPUTS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -616,9 +640,10 @@ impl StageParams {
                 .enumerate()
                 .map(|(i, f)| (f.as_str(), format!("with/inputs/{i}")))
                 .collect(),
-            StageParams::DataAudit(_) | StageParams::ModelPredict(_) | StageParams::Evaluate(_) => {
-                Vec::new()
-            }
+            StageParams::DataAudit(_)
+            | StageParams::ModelPredict(_)
+            | StageParams::DetectorTrain(_)
+            | StageParams::Evaluate(_) => Vec::new(),
         }
     }
 

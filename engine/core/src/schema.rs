@@ -24,6 +24,9 @@ pub fn manifest_schema() -> Value {
             StageKind::DataAudit => generator.subschema_for::<AuditParams>(),
             StageKind::ClassifierTrain => generator.subschema_for::<TrainParams>(),
             StageKind::ModelPredict => generator.subschema_for::<PredictParams>(),
+            StageKind::DetectorTrain => {
+                generator.subschema_for::<crate::stages::detect::DetectorParams>()
+            }
             StageKind::Evaluate => generator.subschema_for::<EvaluateParams>(),
             StageKind::Command => generator.subschema_for::<CommandParams>(),
         };

@@ -281,9 +281,193 @@ pub fn resize_chw(d: &crate::image::Decoded, size: usize, channels: usize) -> Ve
     out
 }
 
+/// Where a letterboxed image sits in its square: resized to `width` x `height` pixels
+/// (the longer side filling the square, the aspect kept) and placed at `(left, top)`; the
+/// rest is black.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Letterbox {
+    /// The source image's width and height.
+    pub source: (u32, u32),
+    /// The resized image's width and height.
+    pub width: usize,
+    /// The resized image's height.
+    pub height: usize,
+    /// Its left edge in the square.
+    pub left: usize,
+    /// Its top edge in the square.
+    pub top: usize,
+}
+
+impl Letterbox {
+    /// The placement of a `w` x `h` image in a `size` square.
+    pub fn of(w: u32, h: u32, size: usize) -> Letterbox {
+        let scale = size as f64 / f64::from(w.max(h).max(1));
+        let width = ((f64::from(w) * scale).round() as usize).clamp(1, size);
+        let height = ((f64::from(h) * scale).round() as usize).clamp(1, size);
+        Letterbox {
+            source: (w, h),
+            width,
+            height,
+            left: (size - width) / 2,
+            top: (size - height) / 2,
+        }
+    }
+
+    /// A point of the source image (in pixels) in the square's pixels.
+    pub fn to_square(&self, x: f64, y: f64) -> (f64, f64) {
+        let (w, h) = (
+            f64::from(self.source.0.max(1)),
+            f64::from(self.source.1.max(1)),
+        );
+        (
+            x * self.width as f64 / w + self.left as f64,
+            y * self.height as f64 / h + self.top as f64,
+        )
+    }
+
+    /// A point of the square (in pixels) in the source image's pixels.
+    pub fn to_source(&self, x: f64, y: f64) -> (f64, f64) {
+        let (w, h) = (
+            f64::from(self.source.0.max(1)),
+            f64::from(self.source.1.max(1)),
+        );
+        (
+            (x - self.left as f64) * w / self.width as f64,
+            (y - self.top as f64) * h / self.height as f64,
+        )
+    }
+}
+
+/// Resizes a decoded image into a `size` square without cropping (see [`Letterbox`]),
+/// converts it to `channels` channels, and lays it out channel-first.
+pub fn letterbox_chw(d: &crate::image::Decoded, size: usize, channels: usize) -> Vec<u8> {
+    let lb = Letterbox::of(d.width, d.height, size);
+    let (nw, nh) = (lb.width as u32, lb.height as u32);
+    let resized: Vec<u8> = if d.channels == 1 {
+        let img =
+            image::GrayImage::from_raw(d.width, d.height, d.pixels.clone()).unwrap_or_default();
+        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle).into_raw()
+    } else {
+        let img =
+            image::RgbImage::from_raw(d.width, d.height, d.pixels.clone()).unwrap_or_default();
+        image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Triangle).into_raw()
+    };
+    let src_c = usize::from(d.channels);
+    let mut out = vec![0u8; channels * size * size];
+    for y in 0..lb.height {
+        for x in 0..lb.width {
+            let o = (y * lb.width + x) * src_c;
+            for c in 0..channels {
+                let v = if src_c == 1 {
+                    resized.get(o).copied().unwrap_or(0)
+                } else if channels == 1 {
+                    let px = |k: usize| f32::from(resized.get(o + k).copied().unwrap_or(0));
+                    (0.299 * px(0) + 0.587 * px(1) + 0.114 * px(2)).round() as u8
+                } else {
+                    resized.get(o + c).copied().unwrap_or(0)
+                };
+                out[c * size * size + (lb.top + y) * size + (lb.left + x)] = v;
+            }
+        }
+    }
+    out
+}
+
+/// A letterboxed cache: the file, each source image's width and height, and the images
+/// that could not be decoded.
+pub type Letterboxed = (CacheInfo, Vec<(u32, u32)>, Vec<Failed>);
+
+/// The letterboxed cache of `paths` (see [`letterbox_chw`]) under `key`, built when missing,
+/// with each source image's width and height (kept beside it in `<key>.sizes.json`; `(0, 0)`
+/// for an image that could not be decoded, which is cached black).
+pub fn letterbox_cache(
+    dir: &Path,
+    key: &str,
+    paths: &[PathBuf],
+    size: usize,
+    channels: usize,
+    threads: usize,
+) -> std::io::Result<Letterboxed> {
+    let sizes_path = dir.join(format!("{key}.sizes.json"));
+    if let Some(info) = open(dir, key)
+        && let Ok(text) = std::fs::read_to_string(&sizes_path)
+        && let Ok(sizes) = serde_json::from_str::<Vec<(u32, u32)>>(&text)
+        && sizes.len() == info.n
+    {
+        return Ok((info, sizes, Vec::new()));
+    }
+    let sizes = std::sync::Mutex::new(vec![(0u32, 0u32); paths.len()]);
+    let produce = |i: usize| -> Result<Vec<u8>, String> {
+        let d = crate::image::decode(&paths[i])?;
+        if let Ok(mut s) = sizes.lock() {
+            s[i] = (d.width, d.height);
+        }
+        Ok(letterbox_chw(&d, size, channels))
+    };
+    let (info, failed) = build_with(
+        dir,
+        key,
+        paths.len(),
+        size,
+        channels,
+        threads,
+        &|_| {},
+        &produce,
+    )?;
+    let sizes = sizes.into_inner().unwrap_or_default();
+    let text = serde_json::to_string(&sizes).map_err(std::io::Error::other)?;
+    let tmp = dir.join(format!(".{key}.sizes.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &sizes_path)?;
+    Ok((info, sizes, failed))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn letterboxing_keeps_the_whole_image_and_maps_points_both_ways() {
+        // A 40x20 image: white, so the padding is what stays black.
+        let d = crate::image::Decoded {
+            width: 40,
+            height: 20,
+            channels: 1,
+            pixels: vec![255; 800],
+        };
+        let lb = Letterbox::of(40, 20, 32);
+        assert_eq!((lb.width, lb.height, lb.left, lb.top), (32, 16, 0, 8));
+        let out = letterbox_chw(&d, 32, 1);
+        assert_eq!(out[0], 0, "the top band is padding");
+        assert_eq!(out[8 * 32], 255, "the image starts at row 8");
+        assert_eq!(out[24 * 32], 0, "and ends before row 24");
+        let (x, y) = lb.to_square(20.0, 10.0);
+        assert_eq!((x, y), (16.0, 16.0));
+        let (sx, sy) = lb.to_source(x, y);
+        assert!((sx - 20.0).abs() < 1e-9 && (sy - 10.0).abs() < 1e-9);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        image::GrayImage::from_pixel(40, 20, image::Luma([255]))
+            .save(&p)
+            .unwrap();
+        let (info, sizes, failed) = letterbox_cache(
+            &dir.path().join("c"),
+            "k1",
+            std::slice::from_ref(&p),
+            32,
+            1,
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            (info.n, sizes.clone(), failed.len()),
+            (1, vec![(40, 20)], 0)
+        );
+        // From the cache the second time, sizes included.
+        let (again, sizes2, _) =
+            letterbox_cache(&dir.path().join("c"), "k1", &[p], 32, 1, 1).unwrap();
+        assert_eq!((again, sizes2), (info, sizes));
+    }
 
     #[test]
     fn build_open_and_reject_a_wrong_key() {

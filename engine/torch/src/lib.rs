@@ -5,6 +5,7 @@
 //! training run that proves forward, backward and optimizer work on a device); the CLI
 //! exposes both as `engine doctor`.
 
+pub mod detect;
 mod device;
 mod error;
 pub mod images;

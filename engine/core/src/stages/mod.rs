@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod command;
+pub mod detect;
 pub mod evaluate;
 pub mod predict;
 pub mod train;

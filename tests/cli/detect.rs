@@ -1,0 +1,156 @@
+//! `detector.train` and its evaluation on a synthetic wrist set (YOLO layout), trained for
+//! real through the libtorch worker: the learning check (validation mAP@50 of at least 0.6
+//! when every image is boxed), COCO files `engine metrics` reads, the cache, and the load
+//! checks that keep detectors to YOLO datasets.
+
+use serde_json::Value;
+
+use crate::support::{Workspace, worker_is_built};
+
+const MANIFEST: &str = "\
+version: 1
+name: wrist
+seed: 1
+datasets:
+  wrist:
+    format: yolo
+    root: data
+    split: {by: patient, val: 0.2, test: 0.15, seed: 7}
+stages:
+  det:
+    uses: detector.train
+    with:
+      dataset: wrist
+      image_size: 64
+      epochs: 10
+      batch_size: 16
+      device: cpu
+    resources: {cpus: 2}
+  evaluate:
+    uses: evaluate
+    with: {model: det, bootstrap: 200}
+";
+
+fn wrist(n: usize, box_fraction: &str) -> Workspace {
+    assert!(
+        worker_is_built(),
+        "run the tests with `cargo test --workspace`"
+    );
+    let ws = Workspace::new();
+    ws.run(&[
+        "synth",
+        "wrist",
+        "--out",
+        "data",
+        "--n",
+        &n.to_string(),
+        "--size",
+        "64",
+        "--seed",
+        "1",
+        "--box-fraction",
+        box_fraction,
+    ])
+    .code(0);
+    ws
+}
+
+fn outputs(summary: &Value, stage: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(summary["stages"][stage]["outputs"].as_str().unwrap())
+}
+
+#[test]
+fn a_detector_learns_the_fully_boxed_wrist_set_and_is_evaluated_in_coco_terms() {
+    let ws = wrist(320, "1.0");
+    ws.manifest(MANIFEST);
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0, "{summary}");
+    let det = outputs(&summary, "det");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(det.join("metrics.json")).unwrap()).unwrap();
+    // The learning check.
+    let map50 = metrics["best"].as_f64().unwrap();
+    assert!(map50 >= 0.6, "validation mAP@50 {map50}: {metrics}");
+    assert_eq!(metrics["metric"], "map50");
+    assert!(metrics["train_with_boxes"].as_u64().unwrap() > 50);
+    assert_eq!(metrics["unboxed_positives_left_out"], 0);
+    assert_eq!(metrics["runtime"]["device"], "cpu");
+
+    // The evaluate stage: COCO metrics with intervals over images.
+    let eval: Value = serde_json::from_str(
+        &std::fs::read_to_string(outputs(&summary, "evaluate").join("metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(eval["task"], "detection", "{eval}");
+    let m = &eval["metrics"]["map50"];
+    assert!(
+        (m["value"].as_f64().unwrap() - map50).abs() < 1e-9,
+        "{eval}"
+    );
+    assert!(m["ci"][0].as_f64().unwrap() <= map50 && map50 <= m["ci"][1].as_f64().unwrap());
+    for k in ["map50_95", "precision", "recall", "f1", "ap50/fracture"] {
+        assert!(eval["metrics"][k]["value"].is_number(), "{k}: {eval}");
+    }
+
+    // The files are plain COCO: `engine metrics` reads them the same way.
+    let gt = det.join("ground_truth.json");
+    let dets = det.join("detections.json");
+    let r = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "detection",
+            "--gt",
+            gt.to_str().unwrap(),
+            "--dets",
+            dets.to_str().unwrap(),
+            "--bootstrap",
+            "0",
+            "--json",
+        ])
+        .code(0);
+    let again: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!((again["metrics"]["map50"]["value"].as_f64().unwrap() - map50).abs() < 1e-9);
+    let coco: Value = serde_json::from_str(&std::fs::read_to_string(&gt).unwrap()).unwrap();
+    assert_eq!(coco["categories"][0]["name"], "fracture");
+    let w = coco["images"][0]["width"].as_u64().unwrap();
+    assert_eq!(w, 64, "boxes are in the source image's pixels");
+
+    // Nothing re-runs.
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0);
+    assert!(
+        summary["stages"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|s| s["outcome"] == "cached"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn detectors_take_yolo_datasets_and_no_paired_or_confound_evaluation() {
+    let ws = wrist(40, "1.0");
+    let bad = MANIFEST
+        .replace("format: yolo", "format: folder-per-class")
+        .replace("root: data", "root: data/images");
+    ws.manifest(&bad);
+    let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
+    assert!(
+        r.stderr.contains("has no boxes") && r.stderr.contains("yolo"),
+        "{}",
+        r.stderr
+    );
+    let paired = MANIFEST.replace(
+        "with: {model: det, bootstrap: 200}",
+        "with: {model: det, baseline: det, bootstrap: 200}",
+    );
+    ws.manifest(&paired);
+    let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
+    assert!(r.stderr.contains("paired tests"), "{}", r.stderr);
+    let big = MANIFEST.replace("image_size: 64", "image_size: 100");
+    ws.manifest(&big);
+    let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
+    assert!(r.stderr.contains("image_size"), "{}", r.stderr);
+}
