@@ -25,7 +25,6 @@ stages:
       epochs: 10
       batch_size: 16
       device: cpu
-    resources: {cpus: 2}
   evaluate:
     uses: evaluate
     with: {model: det, bootstrap: 200}
@@ -153,4 +152,116 @@ fn detectors_take_yolo_datasets_and_no_paired_or_confound_evaluation() {
     ws.manifest(&big);
     let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
     assert!(r.stderr.contains("image_size"), "{}", r.stderr);
+}
+
+const PSEUDO: &str = "\
+version: 1
+name: wrist-pseudo
+seed: 1
+datasets:
+  wrist:
+    format: yolo
+    root: data
+    split: {by: patient, val: 0.2, test: 0.15, seed: 7}
+stages:
+  teacher:
+    uses: detector.train
+    with: {dataset: wrist, image_size: 64, epochs: 25, batch_size: 16, device: cpu}
+  pseudo:
+    uses: pseudo_label
+    with: {teacher: teacher, dataset: wrist, confidence: 0.25, device: cpu}
+  student:
+    uses: detector.train
+    with: {dataset: wrist, image_size: 64, epochs: 2, batch_size: 16, neg_pos_ratio: 2, label_smoothing: 0.05, from: [pseudo], device: cpu}
+";
+
+fn json_of(dir: &std::path::Path, file: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
+}
+
+#[test]
+fn a_teacher_boxes_the_unboxed_positives_and_the_student_trains_on_them() {
+    let ws = wrist(400, "0.5");
+    ws.manifest(PSEUDO);
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0, "{summary}");
+    let teacher = json_of(&outputs(&summary, "teacher"), "metrics.json");
+    let pseudo_dir = outputs(&summary, "pseudo");
+    let pm = json_of(&pseudo_dir, "metrics.json");
+    let labels = json_of(&pseudo_dir, "pseudo_labels.json");
+    let student = json_of(&outputs(&summary, "student"), "metrics.json");
+    // The teacher left the unboxed positives out; the pseudo-labeller saw exactly them.
+    let unboxed = teacher["unboxed_positives_left_out"].as_u64().unwrap();
+    assert!(unboxed > 50, "{teacher}");
+    assert_eq!(pm["unboxed_positives"], unboxed, "{pm}");
+    let labelled = pm["labelled"].as_u64().unwrap();
+    assert!(labelled > 0, "the teacher boxed nothing: {pm}");
+    assert_eq!(
+        labelled + pm["down_weighted"].as_u64().unwrap() + pm["dropped"].as_u64().unwrap(),
+        unboxed
+    );
+    let images = labels["images"].as_array().unwrap();
+    assert_eq!(images.len() as u64, labelled);
+    for img in images {
+        let boxes = img["boxes"].as_array().unwrap();
+        assert!(!boxes.is_empty() && boxes.len() <= 3, "{img}");
+        for b in boxes {
+            assert!(b["score"].as_f64().unwrap() >= 0.25);
+            let (cx, w) = (b["cx"].as_f64().unwrap(), b["w"].as_f64().unwrap());
+            assert!(
+                w > 0.0 && cx - w / 2.0 >= -1e-9 && cx + w / 2.0 <= 1.0 + 1e-9,
+                "{b}"
+            );
+        }
+        assert_eq!(img["weight"], 1.0);
+    }
+    // The student trains on the boxed images and the pseudo-labelled ones together.
+    assert_eq!(student["pseudo_labelled"], labelled, "{student}");
+    assert_eq!(student["unboxed_positives_left_out"], unboxed - labelled);
+    assert_eq!(
+        student["train_with_boxes"].as_u64().unwrap(),
+        teacher["train_with_boxes"].as_u64().unwrap() + labelled
+    );
+
+    // Down-weighting the unconfident: a confidence no box reaches keeps each image's best
+    // box at the lower weight; the teacher comes from the cache.
+    ws.manifest(&PSEUDO.replace(
+        "confidence: 0.25,",
+        "confidence: 0.99, unconfident: down_weight, unconfident_weight: 0.25,",
+    ));
+    let (code, summary) = ws.apply_json();
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(summary["stages"]["teacher"]["outcome"], "cached");
+    let pm = json_of(&outputs(&summary, "pseudo"), "metrics.json");
+    let down = pm["down_weighted"].as_u64().unwrap();
+    assert!(down > 0, "{pm}");
+    let labels = json_of(&outputs(&summary, "pseudo"), "pseudo_labels.json");
+    let weights: Vec<f64> = labels["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["weight"].as_f64().unwrap())
+        .collect();
+    assert_eq!(weights.iter().filter(|w| **w == 0.25).count() as u64, down);
+}
+
+#[test]
+fn pseudo_labels_need_a_detector_teacher_on_the_same_dataset() {
+    let ws = wrist(40, "0.3");
+    let wrong_teacher = PSEUDO.replace("teacher: teacher, dataset", "teacher: student, dataset");
+    ws.manifest(&wrong_teacher);
+    // A cycle (student reads pseudo, pseudo reads student) is refused first.
+    ws.run(&["validate", "pipeline.yaml"]).code(2);
+    let audit_teacher = PSEUDO.replace(
+        "  teacher:\n    uses: detector.train\n    with: {dataset: wrist, image_size: 64, epochs: 25, batch_size: 16, device: cpu}",
+        "  teacher:\n    uses: data.audit\n    with: {dataset: wrist}",
+    );
+    assert_ne!(audit_teacher, PSEUDO);
+    ws.manifest(&audit_teacher);
+    let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
+    assert!(r.stderr.contains("trains no detector"), "{}", r.stderr);
+    let from_teacher = PSEUDO.replace("from: [pseudo]", "from: [teacher]");
+    ws.manifest(&from_teacher);
+    let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
+    assert!(r.stderr.contains("writes no pseudo-labels"), "{}", r.stderr);
 }

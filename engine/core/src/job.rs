@@ -79,7 +79,8 @@ pub fn run_core_job(job: &StageJob) -> Result<(), String> {
         StageParams::Command(p) => crate::stages::command::run(job, &p),
         StageParams::ClassifierTrain(_)
         | StageParams::ModelPredict(_)
-        | StageParams::DetectorTrain(_) => Err(format!(
+        | StageParams::DetectorTrain(_)
+        | StageParams::PseudoLabel(_) => Err(format!(
             "`{}` needs libtorch: it is run by `engine-worker stage-exec`",
             job.kind.as_str()
         )),

@@ -450,7 +450,7 @@ impl Partial<'_> {
             ),
             ("metadata", only("metadata", &[F::Isic2019])),
             ("image_column", only("image_column", &[F::CsvImages])),
-            ("target", only("target", &[F::CsvImages])),
+            ("target", only("target", &[F::CsvImages, F::Yolo])),
             (
                 "classes",
                 only("classes", &[F::FolderPerClass, F::CsvImages, F::Isic2019]),
@@ -643,7 +643,10 @@ impl Partial<'_> {
             if let Some(other) = all.get(from)
                 && matches!(
                     other,
-                    StageParams::ClassifierTrain(_) | StageParams::DataAudit(_)
+                    StageParams::ClassifierTrain(_)
+                        | StageParams::DataAudit(_)
+                        | StageParams::DetectorTrain(_)
+                        | StageParams::PseudoLabel(_)
                 )
             {
                 self.at(
@@ -766,6 +769,29 @@ impl Partial<'_> {
                 self.check_train(id, &stage_pointer, p, all);
             }
             StageParams::DetectorTrain(p) => {
+                for (i, from) in p.from.iter().enumerate() {
+                    match all.get(from) {
+                        Some(StageParams::PseudoLabel(pl)) if pl.dataset != p.dataset => {
+                            self.at(
+                                &format!("{stage_pointer}/with/from/{i}"),
+                                format!("stage `{id}` trains on `{}` and takes boxes from `{from}`, which labels `{}`", p.dataset, pl.dataset),
+                                Some("take pseudo-labels of the same dataset".into()),
+                            );
+                        }
+                        Some(StageParams::PseudoLabel(_)) | None => {}
+                        Some(_) => {
+                            let kind = self
+                                .stages
+                                .get(from)
+                                .map_or("another kind", |s| s.uses.as_str());
+                            self.at(
+                                &format!("{stage_pointer}/with/from/{i}"),
+                                format!("stage `{id}` takes boxes from `{from}`, a `{kind}` stage, which writes no pseudo-labels"),
+                                Some("name a `pseudo_label` stage".into()),
+                            );
+                        }
+                    }
+                }
                 if let Some(ds) = self.datasets.get(&p.dataset)
                     && ds.format != crate::manifest::DatasetFormat::Yolo
                 {
@@ -780,6 +806,30 @@ impl Partial<'_> {
                     );
                 }
             }
+            StageParams::PseudoLabel(p) => match all.get(&p.teacher) {
+                Some(StageParams::DetectorTrain(t)) if t.dataset != p.dataset => {
+                    self.at(
+                        &format!("{stage_pointer}/with/dataset"),
+                        format!(
+                            "stage `{id}` labels dataset `{}` with `{}`, which trains on `{}`",
+                            p.dataset, p.teacher, t.dataset
+                        ),
+                        Some(format!("name the teacher's dataset, `{}`", t.dataset)),
+                    );
+                }
+                Some(StageParams::DetectorTrain(_)) | None => {}
+                Some(_) => {
+                    let kind = self
+                        .stages
+                        .get(&p.teacher)
+                        .map_or("another kind", |s| s.uses.as_str());
+                    self.at(
+                        &format!("{stage_pointer}/with/teacher"),
+                        format!("stage `{id}` takes `{}` as its teacher, a `{kind}` stage, which trains no detector", p.teacher),
+                        Some("name a `detector.train` stage".into()),
+                    );
+                }
+            },
             StageParams::Evaluate(p)
                 if matches!(all.get(&p.model), Some(StageParams::DetectorTrain(_))) =>
             {

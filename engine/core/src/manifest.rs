@@ -145,7 +145,9 @@ pub struct Dataset {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 2), extend("uniqueItems" = true))]
     pub classes: Option<Vec<String>>,
-    /// `csv-images`: the label column; its distinct values are the classes.
+    /// `csv-images`: the label column; its distinct values are the classes. `yolo`: the box
+    /// class whose boxes make an image positive (default `fracture` when the class map has
+    /// it, else its first class).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub target: Option<String>,
@@ -385,6 +387,10 @@ pub enum StageKind {
     // Trains a single-stage object detector on a YOLO dataset (run by the libtorch worker).
     #[serde(rename = "detector.train")]
     DetectorTrain,
+    // Boxes a teacher detector predicts on image-level positives, for a student to train on
+    // (run by the libtorch worker).
+    #[serde(rename = "pseudo_label")]
+    PseudoLabel,
     // Metrics with bootstrap intervals, confound analysis and paired tests on a model's
     // validation predictions.
     #[serde(rename = "evaluate")]
@@ -401,6 +407,7 @@ impl StageKind {
         StageKind::ClassifierTrain,
         StageKind::ModelPredict,
         StageKind::DetectorTrain,
+        StageKind::PseudoLabel,
         StageKind::Evaluate,
         StageKind::Command,
     ];
@@ -409,7 +416,10 @@ impl StageKind {
     pub fn needs_libtorch(self) -> bool {
         matches!(
             self,
-            StageKind::ClassifierTrain | StageKind::ModelPredict | StageKind::DetectorTrain
+            StageKind::ClassifierTrain
+                | StageKind::ModelPredict
+                | StageKind::DetectorTrain
+                | StageKind::PseudoLabel
         )
     }
 
@@ -420,6 +430,7 @@ impl StageKind {
             StageKind::ClassifierTrain => "classifier.train",
             StageKind::ModelPredict => "model.predict",
             StageKind::DetectorTrain => "detector.train",
+            StageKind::PseudoLabel => "pseudo_label",
             StageKind::Evaluate => "evaluate",
             StageKind::Command => "command",
         }
@@ -432,6 +443,7 @@ impl StageKind {
             StageKind::ClassifierTrain => 2,
             StageKind::ModelPredict => 1,
             StageKind::DetectorTrain => 1,
+            StageKind::PseudoLabel => 1,
             StageKind::Evaluate => 1,
             StageKind::Command => 1,
         }
@@ -487,6 +499,8 @@ pub enum StageParams {
     ModelPredict(PredictParams),
     /// Parameters of a `detector.train` stage.
     DetectorTrain(Box<crate::stages::detect::DetectorParams>),
+    /// Parameters of a `pseudo_label` stage.
+    PseudoLabel(crate::stages::pseudo::PseudoLabelParams),
     /// Parameters of an `evaluate` stage.
     Evaluate(EvaluateParams),
     /// Parameters of a `command` stage.
@@ -513,6 +527,9 @@ impl StageParams {
             StageKind::DetectorTrain => Ok(StageParams::DetectorTrain(
                 serde_path_to_error::deserialize(value)?,
             )),
+            StageKind::PseudoLabel => Ok(StageParams::PseudoLabel(
+                serde_path_to_error::deserialize(value)?,
+            )),
             StageKind::Evaluate => Ok(StageParams::Evaluate(serde_path_to_error::deserialize(
                 value,
             )?)),
@@ -532,7 +549,12 @@ impl StageParams {
                 field: "with.model".into(),
                 data: true,
             }],
-            StageParams::DetectorTrain(_) => Vec::new(),
+            StageParams::DetectorTrain(p) => data_refs(&p.from, "with.from"),
+            StageParams::PseudoLabel(p) => vec![Reference {
+                target: &p.teacher,
+                field: "with.teacher".into(),
+                data: true,
+            }],
             StageParams::Evaluate(p) => {
                 let mut refs = vec![Reference {
                     target: &p.model,
@@ -584,6 +606,11 @@ impl StageParams {
                 field: "with.dataset".into(),
                 data: true,
             }],
+            StageParams::PseudoLabel(p) => vec![Reference {
+                target: &p.dataset,
+                field: "with.dataset".into(),
+                data: true,
+            }],
             StageParams::Evaluate(_) => Vec::new(),
             StageParams::Command(p) => p
                 .datasets
@@ -617,6 +644,10 @@ impl StageParams {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            StageParams::PseudoLabel(_) => crate::stages::pseudo::OUTPUTS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             StageParams::Evaluate(_) => crate::stages::evaluate::OUTPUTS
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -643,6 +674,7 @@ impl StageParams {
             StageParams::DataAudit(_)
             | StageParams::ModelPredict(_)
             | StageParams::DetectorTrain(_)
+            | StageParams::PseudoLabel(_)
             | StageParams::Evaluate(_) => Vec::new(),
         }
     }

@@ -27,6 +27,9 @@ pub fn manifest_schema() -> Value {
             StageKind::DetectorTrain => {
                 generator.subschema_for::<crate::stages::detect::DetectorParams>()
             }
+            StageKind::PseudoLabel => {
+                generator.subschema_for::<crate::stages::pseudo::PseudoLabelParams>()
+            }
             StageKind::Evaluate => generator.subschema_for::<EvaluateParams>(),
             StageKind::Command => generator.subschema_for::<CommandParams>(),
         };

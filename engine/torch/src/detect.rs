@@ -99,6 +99,8 @@ struct Sample {
     item: Item,
     letterbox: Letterbox,
     boxes: Vec<SquareBox>,
+    /// The image's loss weight (below 1 for a down-weighted pseudo-label).
+    weight: f32,
 }
 
 struct Prepared {
@@ -110,6 +112,8 @@ struct Prepared {
     channels: usize,
     /// Training images positive at image level but without boxes, left out.
     unboxed_positives: usize,
+    /// Training images whose boxes came from `pseudo_label` stages.
+    pseudo_labelled: usize,
 }
 
 /// Whether an image can teach or test a detector: boxed (with or without boxes), or an
@@ -137,16 +141,33 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
     let partition = catalog
         .partition(&spec.split.clone().unwrap_or_default())
         .map_err(|e| e.render())?;
-    let unboxed_positives = partition
+    // Pseudo-labels fill in the boxes of unboxed positives, with their weights.
+    let pseudo = read_pseudo_labels(job, p)?;
+    let mut weights = std::collections::HashMap::new();
+    let mut pseudo_labelled = 0;
+    let train_items: Vec<Item> = partition
         .train()
+        .iter()
+        .map(|i| {
+            let mut i = i.clone();
+            if i.boxes.is_none()
+                && i.class != 0
+                && let Some((boxes, w)) = pseudo.get(&partition.catalog().shown_id(&i.id))
+            {
+                i.boxes = Some(boxes.clone());
+                weights.insert(i.id.clone(), *w);
+                pseudo_labelled += 1;
+            }
+            i
+        })
+        .collect();
+    let unboxed_positives = train_items
         .iter()
         .filter(|i| i.boxes.is_none() && i.class != 0)
         .count();
-    let train: Vec<Item> = partition
-        .train()
-        .iter()
+    let train: Vec<Item> = train_items
+        .into_iter()
         .filter(|i| usable(i, p.unboxed_negatives))
-        .cloned()
         .collect();
     // Validation always counts image-level negatives: they are images with nothing to find.
     let val: Vec<Item> = partition
@@ -232,6 +253,7 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
                     item: item.clone(),
                     letterbox,
                     boxes,
+                    weight: weights.get(&item.id).copied().unwrap_or(1.0),
                 }
             })
             .collect();
@@ -247,7 +269,50 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
         val_images,
         channels,
         unboxed_positives,
+        pseudo_labelled,
     })
+}
+
+/// The boxes (and loss weights) the `pseudo_label` stages in `from` wrote, by image id as
+/// outputs show it.
+fn read_pseudo_labels(
+    job: &StageJob,
+    p: &DetectorParams,
+) -> Result<std::collections::HashMap<String, (Vec<engine_data::BoxAnn>, f32)>, String> {
+    let mut out = std::collections::HashMap::new();
+    for stage in &p.from {
+        let file = job
+            .upstream
+            .get(stage)
+            .ok_or_else(|| format!("no outputs of stage `{stage}`"))?
+            .join("pseudo_labels.json");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("stage `{stage}` left no readable pseudo_labels.json: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("the pseudo_labels.json of stage `{stage}` is not JSON: {e}"))?;
+        for img in v["images"].as_array().into_iter().flatten() {
+            let Some(id) = img["id"].as_str() else {
+                continue;
+            };
+            let boxes: Vec<engine_data::BoxAnn> = img["boxes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|b| {
+                    Some(engine_data::BoxAnn {
+                        class: b["class"].as_u64()? as usize,
+                        cx: b["cx"].as_f64()? as f32,
+                        cy: b["cy"].as_f64()? as f32,
+                        w: b["w"].as_f64()? as f32,
+                        h: b["h"].as_f64()? as f32,
+                    })
+                })
+                .collect();
+            let w = img["weight"].as_f64().unwrap_or(1.0) as f32;
+            out.insert(id.to_owned(), (boxes, w));
+        }
+    }
+    Ok(out)
 }
 
 fn conv_bn(vs: &nn::Path<'_>, cin: i64, cout: i64, stride: i64) -> nn::SequentialT {
@@ -496,6 +561,7 @@ pub fn nms(mut dets: Vec<Detection>, threshold: f32, keep: usize) -> Vec<Detecti
 fn loss(
     out: &Outputs,
     targets: &[Vec<SquareBox>],
+    weights: &[f32],
     cells: &[(f32, f32, f32)],
     p: &DetectorParams,
     device: Device,
@@ -506,6 +572,7 @@ fn loss(
     let mut cls_t = Vec::new();
     let mut box_t = Vec::new();
     let mut pos_idx = Vec::new();
+    let mut pos_w = Vec::new();
     for (i, boxes) in targets.iter().enumerate() {
         for (c, owner) in assign(cells, boxes, p.center_radius as f32)
             .iter()
@@ -515,6 +582,7 @@ fn loss(
                 let b = boxes[*j];
                 obj_t[i * a + c] = 1.0;
                 pos_idx.push((i * a + c) as i64);
+                pos_w.push(weights[i]);
                 let mut one = vec![0f32; k];
                 one[b.class.min(k - 1)] = 1.0;
                 cls_t.extend(one);
@@ -540,8 +608,12 @@ fn loss(
     let ce = z.binary_cross_entropy_with_logits::<Tensor>(&y, None, None, tch::Reduction::None);
     let pt = &prob * &y + (prob.ones_like() - &prob) * (y.ones_like() - &y);
     let alpha = &y * 0.25 + (y.ones_like() - &y) * 0.75;
-    let obj_loss =
-        (ce * (pt.ones_like() - pt).pow_tensor_scalar(2.0) * alpha).sum(Kind::Float) / positives;
+    let image_w = Tensor::from_slice(weights)
+        .to_device(device)
+        .view([n as i64, 1]);
+    let obj_loss = (ce * (pt.ones_like() - pt).pow_tensor_scalar(2.0) * alpha * image_w)
+        .sum(Kind::Float)
+        / positives;
     if pos_idx.is_empty() {
         return (obj_loss, 0.0);
     }
@@ -556,9 +628,13 @@ fn loss(
         .view([(n * a) as i64, k as i64])
         .index_select(0, &idx)
         .to_kind(Kind::Float);
-    let cls_loss =
-        cls_z.binary_cross_entropy_with_logits::<Tensor>(&cls_y, None, None, tch::Reduction::Sum)
-            / positives;
+    let pos_w = Tensor::from_slice(&pos_w).to_device(device);
+    let cls_loss = (cls_z
+        .binary_cross_entropy_with_logits::<Tensor>(&cls_y, None, None, tch::Reduction::None)
+        .sum_dim_intlist(-1, false, Kind::Float)
+        * &pos_w)
+        .sum(Kind::Float)
+        / positives;
     // GIoU on the responsible cells.
     let centres: Vec<f32> = pos_idx
         .iter()
@@ -584,7 +660,7 @@ fn loss(
     );
     let gt = Tensor::from_slice(&box_t).to_device(device).view([np, 4]);
     let g = giou(&pred, &gt);
-    let box_loss = (g.ones_like() - g).sum(Kind::Float) / positives;
+    let box_loss = ((g.ones_like() - g) * &pos_w).sum(Kind::Float) / positives;
     (
         obj_loss + cls_loss + box_loss * p.box_weight,
         pos_idx.len() as f64,
@@ -802,6 +878,62 @@ pub fn detect(
     Ok(out)
 }
 
+/// A detector read back from a `detector.train` stage's outputs.
+#[derive(Debug)]
+pub struct Trained {
+    /// The network, its weights loaded.
+    pub net: Detector,
+    /// Its variables.
+    pub vs: nn::VarStore,
+    /// The stage's `config.json`.
+    pub config: serde_json::Value,
+}
+
+impl Trained {
+    /// Reads `config.json` and `model.safetensors` from `dir`, the outputs of stage `stage`.
+    pub fn load(dir: &std::path::Path, stage: &str, device: Device) -> Result<Trained, String> {
+        let text = std::fs::read_to_string(dir.join("config.json"))
+            .map_err(|e| format!("stage `{stage}` left no readable config.json: {e}"))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("the config.json of stage `{stage}` is not JSON: {e}"))?;
+        if config["kind"] != "detector" {
+            return Err(format!("stage `{stage}` did not train a detector"));
+        }
+        let num = |k: &str| {
+            config[k]
+                .as_i64()
+                .ok_or_else(|| format!("the config.json of stage `{stage}` has no `{k}`"))
+        };
+        let classes = config["box_classes"].as_array().map_or(0, Vec::len) as i64;
+        let vs = nn::VarStore::new(device);
+        let net = Detector::new(&vs.root(), num("channels")?, num("width")?, classes.max(1));
+        let path = dir.join("model.safetensors");
+        let tensors = Tensor::read_safetensors(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut file: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+        let _guard = tch::no_grad_guard();
+        for (name, var) in vs.variables() {
+            let src = file.remove(&name).ok_or_else(|| {
+                format!(
+                    "{} has no `{name}`: it is not this detector's checkpoint",
+                    path.display()
+                )
+            })?;
+            if src.size() != var.size() {
+                return Err(format!(
+                    "`{name}` is {:?} in {} but {:?} in the network",
+                    src.size(),
+                    path.display(),
+                    var.size()
+                ));
+            }
+            let mut var = var.shallow_clone();
+            var.copy_(&src.to_device(device));
+        }
+        Ok(Trained { net, vs, config })
+    }
+}
+
 /// The validation ground truth in COCO terms (source pixels), image ids from 1.
 fn ground_truth(data: &Prepared) -> GroundTruth {
     let mut gt = GroundTruth {
@@ -967,7 +1099,11 @@ fn train(
             let x = images.batch(chunk).map_err(|e| e.to_string())?;
             let x = to_input(&x, Some(&augs), data.channels);
             let o = net.forward(&x, true);
-            let (total, _) = loss(&o, &targets, &grid, p, device);
+            let weights: Vec<f32> = chunk
+                .iter()
+                .map(|&i| data.train[i as usize].weight)
+                .collect();
+            let (total, _) = loss(&o, &targets, &weights, &grid, p, device);
             let l = total.double_value(&[]);
             if !l.is_finite() {
                 return Err(format!(
@@ -1076,6 +1212,7 @@ fn train(
         "train_with_boxes": boxed,
         "train_background": data.train.len() - boxed,
         "unboxed_positives_left_out": data.unboxed_positives,
+        "pseudo_labelled": data.pseudo_labelled,
         "val_images": data.val.len(),
         "val_boxes": gt.boxes.len(),
         "seconds": started.elapsed().as_secs_f64(),
@@ -1308,17 +1445,38 @@ mod tests {
         }]];
         let grid = cells(64);
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
-        let first = loss(&net.forward(&img, true), &targets, &grid, &p, Device::Cpu)
-            .0
-            .double_value(&[]);
+        let first = loss(
+            &net.forward(&img, true),
+            &targets,
+            &[1.0],
+            &grid,
+            &p,
+            Device::Cpu,
+        )
+        .0
+        .double_value(&[]);
         for _ in 0..30 {
-            let (l, n) = loss(&net.forward(&img, true), &targets, &grid, &p, Device::Cpu);
+            let (l, n) = loss(
+                &net.forward(&img, true),
+                &targets,
+                &[1.0],
+                &grid,
+                &p,
+                Device::Cpu,
+            );
             assert!(n > 0.0);
             opt.backward_step(&l);
         }
-        let last = loss(&net.forward(&img, true), &targets, &grid, &p, Device::Cpu)
-            .0
-            .double_value(&[]);
+        let last = loss(
+            &net.forward(&img, true),
+            &targets,
+            &[1.0],
+            &grid,
+            &p,
+            Device::Cpu,
+        )
+        .0
+        .double_value(&[]);
         assert!(last < first * 0.5, "{first} -> {last}");
     }
 
@@ -1336,6 +1494,7 @@ mod tests {
                 attributes: Default::default(),
             },
             letterbox: Letterbox::of(8, 8, 8),
+            weight: 1.0,
             boxes: if boxed {
                 vec![sq(0.0, 0.0, 4.0, 4.0)]
             } else {

@@ -12,6 +12,7 @@ pub mod images;
 mod info;
 pub mod nets;
 pub mod predict;
+pub mod pseudo;
 pub mod sampling;
 pub mod sealed;
 mod selftest;

@@ -101,6 +101,11 @@ pub struct DetectorParams {
     #[serde(default = "default_max_detections")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_detections: u32,
+    /// `pseudo_label` stages whose boxes are added to the dataset's unboxed positive
+    /// training images (the pseudo-labelled student of a teacher-student round).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("uniqueItems" = true))]
+    pub from: Vec<String>,
     /// Stop when the validation mAP@50 has not improved for this many epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]

@@ -5,4 +5,5 @@ pub mod command;
 pub mod detect;
 pub mod evaluate;
 pub mod predict;
+pub mod pseudo;
 pub mod train;

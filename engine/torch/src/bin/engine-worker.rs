@@ -176,6 +176,7 @@ fn stage_exec(path: &std::path::Path) -> ExitCode {
         engine_core::manifest::StageKind::ClassifierTrain => engine_torch::train::run_stage(&job),
         engine_core::manifest::StageKind::ModelPredict => engine_torch::predict::run_stage(&job),
         engine_core::manifest::StageKind::DetectorTrain => engine_torch::detect::run_stage(&job),
+        engine_core::manifest::StageKind::PseudoLabel => engine_torch::pseudo::run_stage(&job),
         other => Err(format!("`{}` is not a libtorch stage", other.as_str())),
     };
     match result {
