@@ -25,6 +25,8 @@ fn the_examples_are_what_init_makes_and_they_run() {
         "dermoscopy-8class",
         "melanoma-vs-nevus",
         "pneumothorax-drains",
+        "wrist-fracture",
+        "wrist-fracture-sparse-boxes",
     ] {
         let example = examples().join(name);
         let ws = Workspace::new();
@@ -117,7 +119,7 @@ fn requests_the_data_cannot_serve_are_refused_in_words() {
         (
             "Mark where a fracture is on the wrist radiograph.",
             "derm",
-            "detection pipelines need a `detector.train` stage",
+            "which has no boxes (hint: point --data at a YOLO dataset",
         ),
         (
             "Sort dermoscopy lesions into the usual diagnostic groups.",

@@ -20,6 +20,7 @@ use crate::{EXIT_FAILED, EXIT_USAGE};
 
 /// The template every classification task starts from.
 const CLASSIFICATION: &str = include_str!("../../../templates/classification.yaml.hbs");
+const DETECTION: &str = include_str!("../../../templates/detection.yaml.hbs");
 
 fn usage(message: impl std::fmt::Display) -> anyhow::Result<ExitCode> {
     eprintln!("error: {message}");
@@ -83,17 +84,26 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    if spec.task == TaskKind::Detection {
-        return usage(
-            "detection pipelines need a `detector.train` stage, which this engine does not have yet; the classification tasks initialise",
-        );
-    }
     let Some(format) = audit::detect_format(data) else {
         return usage(format!(
             "cannot tell the layout of {} (hint: the engine reads ISIC 2019, SIIM-ACR, YOLO and folder-per-class layouts)",
             data.display()
         ));
     };
+    let detection = spec.task == TaskKind::Detection;
+    if detection && format != DatasetFormat::Yolo {
+        return usage(format!(
+            "the request asks where findings are (detection), and {} is in the `{}` layout, which has no boxes (hint: point --data at a YOLO dataset: images/, labels/*.txt with `class cx cy w h` lines)",
+            data.display(),
+            format.as_str()
+        ));
+    }
+    if detection && !spec.confounders.is_empty() {
+        eprintln!(
+            "note: the detector does not take attributes yet, so {} is not debiased against; the manifest leaves it out",
+            spec.confounders.join(", ")
+        );
+    }
     let out_dir = args
         .out
         .parent()
@@ -168,7 +178,12 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         seed: 7,
         ..SplitSpec::default()
     });
-    let mut context = match context(&spec, &request, &audit, &ds, &main, data, &out_dir, &plan) {
+    let built = if detection {
+        detection_context(&spec, &request, &audit, &ds, &main)
+    } else {
+        context(&spec, &request, &audit, &ds, &main, data, &out_dir, &plan)
+    };
+    let mut context = match built {
         Ok(c) => c,
         Err(message) => return usage(message),
     };
@@ -181,7 +196,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     hb.register_escape_fn(handlebars::no_escape);
     hb.register_helper("indent", Box::new(indent));
     let mut text = hb
-        .render_template(CLASSIFICATION, &context)
+        .render_template(if detection { DETECTION } else { CLASSIFICATION }, &context)
         .map_err(|e| anyhow::anyhow!("the template does not render: {e}"))?;
     if !text.ends_with('\n') {
         text.push('\n');
@@ -216,6 +231,61 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The detection template's values: the resolution from the image sizes, and a teacher and
+/// pseudo-labels when few training images have boxes.
+fn detection_context(
+    spec: &TaskSpec,
+    request: &str,
+    audit: &Audit,
+    ds: &Dataset,
+    main: &str,
+) -> Result<Value, String> {
+    let (w, h) = audit
+        .images
+        .sizes
+        .first()
+        .map_or((640, 640), |s| (s.width, s.height));
+    let side = w.max(h);
+    let image_size = (side / 32 * 32).clamp(64, 512);
+    let size_why = if side > 512 {
+        format!("images are mostly {w}x{h} px: letterboxed to 512 px, a size a CPU can still train")
+    } else {
+        format!("images are mostly {w}x{h} px: letterboxed near their own size")
+    };
+    let train = audit.supervision.splits.get("train");
+    let (images, boxed) = train.map_or((0, 0), |t| (t.images, t.boxed));
+    if boxed == 0 {
+        return Err(format!(
+            "no training image of {} has a box file (labels/*.txt), so a detector has nothing to learn from",
+            ds.root
+        ));
+    }
+    let sparse = (boxed as f64) < 0.5 * images as f64;
+    let mut dataset = dataset_value(main, ds, &[], audit);
+    if let Some(t) = &spec.target {
+        dataset["target"] = json!(t);
+        dataset["target_why"] = json!(format!(
+            "the request asks for {t}; its boxes make an image positive"
+        ));
+    }
+    let task = serde_norway::to_string(spec).map_err(|e| e.to_string())?;
+    Ok(json!({
+        "name": name_of(spec),
+        "request": wrap(request, 86),
+        "task": task.trim_end(),
+        "main": main,
+        "format_why": dataset["format_why"],
+        "root": dataset["root"],
+        "target": dataset["target"],
+        "target_why": dataset["target_why"],
+        "split_by": dataset["split_by"],
+        "split_why": dataset["split_why"],
+        "sparse": sparse,
+        "sparse_why": format!("from the audit: {}", audit.supervision.summary),
+        "det": {"image_size": image_size, "image_size_why": size_why},
+    }))
 }
 
 /// What the rules found besides the main dataset.
