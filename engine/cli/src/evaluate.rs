@@ -98,11 +98,20 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
         ),
         None => text,
     };
-    let out = &job.out_dir;
-    let body = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
+    write_outputs(&job.out_dir, &p.model, &json, &text)
+}
+
+/// `metrics.json` and `summary.md` of an evaluation, and the table on standard output.
+fn write_outputs(
+    out: &Path,
+    model: &str,
+    json: &serde_json::Value,
+    text: &str,
+) -> Result<(), String> {
+    let body = serde_json::to_string_pretty(json).map_err(|e| e.to_string())? + "\n";
     std::fs::write(out.join("metrics.json"), body)
         .map_err(|e| format!("cannot write metrics.json: {e}"))?;
-    let md = format!("# Validation metrics of `{}`\n\n```\n{text}```\n", p.model);
+    let md = format!("# Validation metrics of `{model}`\n\n```\n{text}```\n");
     std::fs::write(out.join("summary.md"), md)
         .map_err(|e| format!("cannot write summary.md: {e}"))?;
     print!("{text}");
@@ -152,15 +161,7 @@ fn evaluate_detector(
         obj.remove("gt");
         obj.remove("dets");
     }
-    let out = &job.out_dir;
-    let body = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())? + "\n";
-    std::fs::write(out.join("metrics.json"), body)
-        .map_err(|e| format!("cannot write metrics.json: {e}"))?;
-    let md = format!("# Validation metrics of `{}`\n\n```\n{text}```\n", p.model);
-    std::fs::write(out.join("summary.md"), md)
-        .map_err(|e| format!("cannot write summary.md: {e}"))?;
-    print!("{text}");
-    Ok(())
+    write_outputs(&job.out_dir, &p.model, &json, &text)
 }
 
 /// The number of classes a `classifier.train` stage's `config.json` names.

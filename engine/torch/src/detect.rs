@@ -46,7 +46,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::images::{DeviceImages, epoch_order};
-use crate::train::{TRAINING, progress, write_json};
+use crate::train::{progress, write_json};
 
 /// The pyramid's strides.
 pub const STRIDES: [i64; 3] = [8, 16, 32];
@@ -61,19 +61,9 @@ pub fn run_stage(job: &StageJob) -> Result<(), String> {
         return Err("not a detector.train job".into());
     };
     let device = crate::parse_device(&p.device).map_err(|e| e.to_string())?;
-    let _one_at_a_time = TRAINING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::set_num_threads(p.threads.unwrap_or(job.cpus).max(1) as i32);
-    let data = prepare(job, &p)?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    crate::train::exclusive(p.threads.unwrap_or(job.cpus), || {
+        let data = prepare(job, &p)?;
         train(job, &p, &data, device)
-    }));
-    result.unwrap_or_else(|payload| {
-        Err(format!(
-            "libtorch failed: {}",
-            crate::error::panic_message(payload.as_ref())
-        ))
     })
 }
 

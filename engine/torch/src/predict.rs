@@ -90,17 +90,7 @@ pub fn run_stage(job: &StageJob) -> Result<(), String> {
         return Err("not a model.predict job".into());
     };
     let device = crate::parse_device(&p.device).map_err(|e| e.to_string())?;
-    let _one_at_a_time = crate::train::TRAINING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::set_num_threads(job.cpus.max(1) as i32);
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, &p, device)));
-    result.unwrap_or_else(|payload| {
-        Err(format!(
-            "libtorch failed: {}",
-            crate::error::panic_message(payload.as_ref())
-        ))
-    })
+    crate::train::exclusive(job.cpus, || run(job, &p, device))
 }
 
 fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), String> {

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::detect::{Detection, Trained, detect};
 use crate::images::DeviceImages;
-use crate::train::{TRAINING, progress, write_json};
+use crate::train::{progress, write_json};
 
 /// Runs a `pseudo_label` job; the error says what went wrong in a sentence.
 pub fn run_stage(job: &StageJob) -> Result<(), String> {
@@ -22,23 +22,13 @@ pub fn run_stage(job: &StageJob) -> Result<(), String> {
         return Err("not a pseudo_label job".into());
     };
     let device = crate::parse_device(&p.device).map_err(|e| e.to_string())?;
-    let _one_at_a_time = TRAINING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::set_num_threads(job.cpus.max(1) as i32);
     let teacher_dir = job
         .upstream
         .get(&p.teacher)
         .ok_or_else(|| format!("no outputs of stage `{}`", p.teacher))?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    crate::train::exclusive(job.cpus, || {
         let teacher = Trained::load(teacher_dir, &p.teacher, device)?;
         label(job, &p, &teacher, device)
-    }));
-    result.unwrap_or_else(|payload| {
-        Err(format!(
-            "libtorch failed: {}",
-            crate::error::panic_message(payload.as_ref())
-        ))
     })
 }
 

@@ -27,25 +27,33 @@ use crate::sampling;
 /// dropout) and its thread count are process-wide, so two runs at once would interleave.
 pub(crate) static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Runs `f` as this process's only libtorch stage: one at a time ([`TRAINING`]), with
+/// `threads` intra-op threads, and a panic inside libtorch turned into an error.
+pub(crate) fn exclusive<T>(
+    threads: u32,
+    f: impl FnOnce() -> Result<T, String>,
+) -> Result<T, String> {
+    let _one_at_a_time = TRAINING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::set_num_threads(threads.max(1) as i32);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        Err(format!(
+            "libtorch failed: {}",
+            crate::error::panic_message(payload.as_ref())
+        ))
+    })
+}
+
 /// Runs a `classifier.train` job; the error says what went wrong in a sentence.
 pub fn run_stage(job: &StageJob) -> Result<(), String> {
     let StageParams::ClassifierTrain(p) = job.stage_params()? else {
         return Err("not a classifier.train job".into());
     };
     let device = crate::parse_device(&p.device).map_err(|e| e.to_string())?;
-    let _one_at_a_time = TRAINING
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    tch::set_num_threads(p.threads.unwrap_or(job.cpus).max(1) as i32);
-    let data = prepare(job, &p)?;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    exclusive(p.threads.unwrap_or(job.cpus), || {
+        let data = prepare(job, &p)?;
         train(job, &p, &data, device)
-    }));
-    result.unwrap_or_else(|payload| {
-        Err(format!(
-            "libtorch failed: {}",
-            crate::error::panic_message(payload.as_ref())
-        ))
     })
 }
 
