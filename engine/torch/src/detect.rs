@@ -46,7 +46,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use crate::images::{DeviceImages, epoch_order};
-use crate::train::{progress, write_json};
+use crate::train::{normalisation, opt_lr, progress, runtime, write_json};
 
 /// The pyramid's strides.
 pub const STRIDES: [i64; 3] = [8, 16, 32];
@@ -186,24 +186,10 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
         .map_err(|e| format!("{}: {e}", catalog.shown_item(&train[0])))?;
     let channels = usize::from(first.channels);
     let size = p.image_size as usize;
-    let dir = job.workspace.join(".engine").join("images");
     let mut out = Vec::new();
     for (name, items) in [("training", &train), ("validation", &val)] {
-        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-        let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
-        let key = imagecache::key(&format!("{fingerprint}:letterbox"), &ids, size, channels);
-        if imagecache::open(&dir, &key).is_none() {
-            progress(0.0, &format!("decoding {} {name} images", paths.len()));
-        }
-        let (info, sizes, failed) = imagecache::letterbox_cache(
-            &dir,
-            &key,
-            &paths,
-            size,
-            channels,
-            job.cpus.max(1) as usize,
-        )
-        .map_err(|e| format!("cannot write the image cache: {e}"))?;
+        let (info, sizes, failed) =
+            letterboxed(job, &fingerprint, root, items, size, channels, name)?;
         if let Some(f) = failed.first() {
             return Err(format!(
                 "{} cannot be decoded ({}); {} {name} image(s) in all",
@@ -683,15 +669,6 @@ fn giou(a: &Tensor, b: &Tensor) -> Tensor {
     &inter / &union - (&hull - &union) / &hull
 }
 
-/// Normalisation of `channels`-channel images, as `classifier.train` does.
-fn normalisation(channels: usize) -> (Vec<f64>, Vec<f64>) {
-    if channels == 3 {
-        (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
-    } else {
-        (vec![0.5], vec![0.25])
-    }
-}
-
 fn unif(rng: &mut Xoshiro256, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
 }
@@ -924,6 +901,28 @@ impl Trained {
     }
 }
 
+/// The letterboxed images of `items` (with each source size and the images that cannot be
+/// decoded), from the workspace's image cache, decoded now when not there yet.
+pub(crate) fn letterboxed(
+    job: &StageJob,
+    fingerprint: &str,
+    root: &std::path::Path,
+    items: &[Item],
+    size: usize,
+    channels: usize,
+    name: &str,
+) -> Result<imagecache::Letterboxed, String> {
+    let dir = job.workspace.join(".engine").join("images");
+    let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
+    let key = imagecache::key(&format!("{fingerprint}:letterbox"), &ids, size, channels);
+    if imagecache::open(&dir, &key).is_none() {
+        progress(0.0, &format!("decoding {} {name} images", paths.len()));
+    }
+    imagecache::letterbox_cache(&dir, &key, &paths, size, channels, job.cpus.max(1) as usize)
+        .map_err(|e| format!("cannot write the image cache: {e}"))
+}
+
 /// The validation ground truth in COCO terms (source pixels), image ids from 1.
 fn ground_truth(data: &Prepared) -> GroundTruth {
     let mut gt = GroundTruth {
@@ -1018,15 +1017,6 @@ fn epoch_indices(samples: &[Sample], ratio: Option<f64>, seed: u64, epoch: u64) 
     order.iter().map(|&j| chosen[j as usize]).collect()
 }
 
-fn lr_at(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
-    if step < warmup {
-        peak * (step + 1) as f64 / warmup as f64
-    } else {
-        let t = (step - warmup) as f64 / (total - warmup).max(1) as f64;
-        peak * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
-    }
-}
-
 fn train(
     job: &StageJob,
     p: &DetectorParams,
@@ -1069,7 +1059,7 @@ fn train(
         let order = epoch_indices(&data.train, p.neg_pos_ratio, seed, u64::from(epoch));
         let (mut loss_sum, mut seen) = (0.0, 0usize);
         for (b, chunk) in order.chunks(batch).enumerate() {
-            opt.set_lr(lr_at(step, warmup, total_steps, p.lr));
+            opt.set_lr(opt_lr(step, warmup, total_steps, p.lr));
             let augs: Vec<BoxAugment> = chunk
                 .iter()
                 .enumerate()
@@ -1152,7 +1142,7 @@ fn train(
             "train_loss": train_loss,
             "val_metric": map50,
             "val": figures,
-            "lr": lr_at(step, warmup, total_steps, p.lr),
+            "lr": opt_lr(step, warmup, total_steps, p.lr),
             "seconds": epoch_started.elapsed().as_secs_f64(),
         });
         writeln!(curve, "{line}").ok();
@@ -1187,10 +1177,6 @@ fn train(
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
     write_coco(out, data, &gt, &coco)?;
     let boxed = data.train.iter().filter(|s| !s.boxes.is_empty()).count();
-    let device_name = match device {
-        Device::Cuda(i) => format!("cuda:{i}"),
-        other => format!("{other:?}").to_lowercase(),
-    };
     let metrics = json!({
         "metric": "map50",
         "best": map50,
@@ -1206,11 +1192,7 @@ fn train(
         "val_images": data.val.len(),
         "val_boxes": gt.boxes.len(),
         "seconds": started.elapsed().as_secs_f64(),
-        "runtime": {
-            "libtorch": crate::runtime_info().libtorch_version,
-            "device": device_name,
-            "cpu_threads": tch::get_num_threads(),
-        },
+        "runtime": runtime(device),
     });
     write_json(&out.join("metrics.json"), &metrics)?;
     let (mean, std) = normalisation(data.channels);

@@ -3,16 +3,14 @@
 //! that image's boxes for a student `detector.train` stage, and an image without a confident
 //! box is dropped or keeps its best box at a lower weight. Only the training split is read.
 
-use std::path::PathBuf;
-
 use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
 use engine_core::stages::pseudo::Unconfident;
-use engine_data::imagecache::{self, Letterbox};
+use engine_data::imagecache::Letterbox;
 use engine_data::salt::Salt;
 use serde_json::json;
 
-use crate::detect::{Detection, Trained, detect};
+use crate::detect::{Detection, Trained, detect, letterboxed};
 use crate::images::DeviceImages;
 use crate::train::{progress, write_json};
 
@@ -63,23 +61,19 @@ fn label(
     let mut images_out = Vec::new();
     let (mut labelled, mut down, mut dropped, mut boxes, mut score_sum) = (0, 0, 0, 0, 0.0);
     if !items.is_empty() {
-        let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
-        let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
-        let key = imagecache::key(&format!("{fingerprint}:letterbox"), &ids, size, channels);
-        let dir = job.workspace.join(".engine").join("images");
         progress(
             0.0,
             &format!("labelling {} unboxed positive training images", items.len()),
         );
-        let (info, sizes, failed) = imagecache::letterbox_cache(
-            &dir,
-            &key,
-            &paths,
+        let (info, sizes, failed) = letterboxed(
+            job,
+            &fingerprint,
+            root,
+            &items,
             size,
             channels,
-            job.cpus.max(1) as usize,
-        )
-        .map_err(|e| format!("cannot write the image cache: {e}"))?;
+            "unboxed positive training",
+        )?;
         let images = DeviceImages::load(&info, device, 2 << 30).map_err(|e| e.to_string())?;
         let dets = detect(
             &teacher.net,

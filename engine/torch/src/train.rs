@@ -240,11 +240,7 @@ pub(crate) fn image_cache(
 
 /// The augmentation of strength `s` (0 none, 1 strongest) for `channels`-channel images.
 pub fn augmentation(s: f64, channels: usize) -> Augment {
-    let (mean, std) = if channels == 3 {
-        (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
-    } else {
-        (vec![0.5], vec![0.25])
-    };
+    let (mean, std) = normalisation(channels);
     Augment {
         hflip: if s > 0.0 { 0.5 } else { 0.0 },
         rotate_deg: 15.0 * s,
@@ -254,6 +250,16 @@ pub fn augmentation(s: f64, channels: usize) -> Augment {
         contrast: 0.3 * s,
         mean,
         std,
+    }
+}
+
+/// The per-channel mean and standard deviation images of `channels` channels are
+/// normalised with (ImageNet's for colour).
+pub(crate) fn normalisation(channels: usize) -> (Vec<f64>, Vec<f64>) {
+    if channels == 3 {
+        (vec![0.485, 0.456, 0.406], vec![0.229, 0.224, 0.225])
+    } else {
+        (vec![0.5], vec![0.25])
     }
 }
 
@@ -403,7 +409,7 @@ fn check_fit(p: &TrainParams, k: usize) -> Result<(), String> {
 }
 
 /// What the model was trained on, for the report's provenance.
-fn runtime(device: Device) -> serde_json::Value {
+pub(crate) fn runtime(device: Device) -> serde_json::Value {
     let device = match device {
         Device::Cuda(i) => format!("cuda:{i}"),
         other => format!("{other:?}").to_lowercase(),
@@ -768,7 +774,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     Ok(())
 }
 
-fn opt_lr(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
+pub(crate) fn opt_lr(step: usize, warmup: usize, total: usize, peak: f64) -> f64 {
     if step < warmup {
         peak * (step + 1) as f64 / warmup as f64
     } else {
