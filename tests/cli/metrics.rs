@@ -2,7 +2,7 @@
 //! scikit-learn and pycocotools, and every bad input refused with exit code 2 and a message
 //! that names the file, the line and the column.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::{Run, Workspace};
 
@@ -715,25 +715,93 @@ fn a_baseline_for_other_cases_is_refused() {
             .code(2);
         assert!(r.stderr.contains(message), "{}", r.stderr);
     }
+}
+
+#[test]
+fn detection_paired_comparison() {
+    let ws = Workspace::new();
+    let (gt, dets) = (fixture("det_small_gt.json"), fixture("det_small_dets.json"));
+    // The baseline: the same detections with every box moved off by its own width.
+    let mut shifted: Value =
+        serde_json::from_str(&std::fs::read_to_string(&dets).unwrap()).unwrap();
+    for (i, d) in shifted.as_array_mut().unwrap().iter_mut().enumerate() {
+        if i % 2 == 0 {
+            let w = d["bbox"][2].as_f64().unwrap();
+            d["bbox"][0] = json!(d["bbox"][0].as_f64().unwrap() + w);
+        }
+    }
+    ws.file("base.json", &shifted.to_string());
+    let run = |args: &[&str]| {
+        let mut all = vec![
+            "metrics",
+            "--task",
+            "detection",
+            "--gt",
+            &gt,
+            "--json",
+            "--bootstrap",
+            "200",
+        ];
+        all.extend_from_slice(args);
+        json(&ws.run(&all).code(0))
+    };
+    let model = run(&["--dets", &dets]);
+    let base = run(&["--dets", "base.json"]);
+    let v = run(&["--dets", &dets, "--compare", "base.json"]);
+    let t = &v["comparison"]["paired"]["map50"];
+    assert_eq!(t["model"], model["metrics"]["map50"]["value"]);
+    assert_eq!(t["baseline"], base["metrics"]["map50"]["value"]);
+    let diff = t["model"].as_f64().unwrap() - t["baseline"].as_f64().unwrap();
+    assert!(diff > 0.0, "{v}");
+    assert!((t["difference"].as_f64().unwrap() - diff).abs() < 1e-12);
+    assert!(t["p_value"].is_f64() && t["ci"].is_array(), "{t}");
+    for name in ["map50_95", "precision", "recall", "f1"] {
+        assert!(v["comparison"]["paired"][name].is_object(), "{name}: {v}");
+    }
+    assert!(v["comparison"]["paired"].get("score_threshold").is_none());
+    assert!(
+        v["comparison"]["baseline"]
+            .as_str()
+            .unwrap()
+            .ends_with("base.json")
+    );
+    // Against itself: no difference on any resample.
+    let same = run(&["--dets", &dets, "--compare", &dets]);
+    assert_eq!(same["comparison"]["paired"]["map50"]["difference"], 0.0);
+    assert_eq!(same["comparison"]["paired"]["map50"]["p_value"], 1.0);
+    // The table says what was compared.
+    let text = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "detection",
+            "--gt",
+            &gt,
+            "--dets",
+            &dets,
+            "--compare",
+            "base.json",
+            "--bootstrap",
+            "50",
+        ])
+        .code(0)
+        .stdout;
+    assert!(text.contains("paired bootstrap against"), "{text}");
+    // A missing baseline file is a usage error that names it.
     let r = ws
         .run(&[
             "metrics",
             "--task",
             "detection",
             "--gt",
-            "g.json",
+            &gt,
             "--dets",
-            "d.json",
+            &dets,
             "--compare",
-            "b.csv",
+            "missing.json",
         ])
         .code(2);
-    assert!(
-        r.stderr
-            .contains("--compare does not apply to --task detection"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("missing.json"), "{}", r.stderr);
 }
 
 #[test]

@@ -369,10 +369,11 @@ pub struct MetricsArgs {
     /// drain) for the confound analysis.
     #[arg(long, value_name = "NAME")]
     pub attribute: Option<String>,
-    /// Binary, multiclass: a baseline's predictions for the same cases; adds paired
-    /// bootstrap tests of every metric (the --preds model minus the baseline), DeLong's
-    /// test of the AUC (binary), and relative reductions of the confound figures.
-    #[arg(long, value_name = "BASELINE.csv")]
+    /// A baseline's predictions for the same cases (detection: its COCO detections on the
+    /// images of --gt); adds paired bootstrap tests of every metric (the --preds or --dets
+    /// model minus the baseline), DeLong's test of the AUC (binary), and relative
+    /// reductions of the confound figures.
+    #[arg(long, value_name = "BASELINE")]
     pub compare: Option<PathBuf>,
     /// Detection: score threshold for precision, recall and F1 [default: the F1-optimal one].
     #[arg(long, value_name = "X")]

@@ -138,6 +138,7 @@ fn evaluate_detector(
         gt: gt.clone(),
         dets: dets.clone(),
         options: engine_core::metrics::DetectionOptions::default(),
+        compare: None,
     };
     let bootstrap = Bootstrap {
         resamples: p.bootstrap as usize,

@@ -41,6 +41,8 @@ pub(crate) enum Input {
         gt: PathBuf,
         dets: PathBuf,
         options: DetectionOptions,
+        /// A baseline's detections on the same images, matched against the same `gt`.
+        compare: Option<PathBuf>,
     },
 }
 
@@ -74,7 +76,11 @@ impl MetricsArgs {
         only("at-specificity", self.at_specificity.is_some(), &[Binary])?;
         only("at-sensitivity", self.at_sensitivity.is_some(), &[Binary])?;
         only("attribute", self.attribute.is_some(), &[Binary])?;
-        only("compare", self.compare.is_some(), &[Binary, Multiclass])?;
+        only(
+            "compare",
+            self.compare.is_some(),
+            &[Binary, Multiclass, Detection],
+        )?;
         only(
             "score-threshold",
             self.score_threshold.is_some(),
@@ -122,6 +128,7 @@ impl MetricsArgs {
                     options: DetectionOptions {
                         score_threshold: self.score_threshold,
                     },
+                    compare: self.compare,
                 }
             }
         })
@@ -495,7 +502,12 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
                 .map(|(name, e)| (name.clone(), name, e))
                 .collect()
         }
-        Input::Detection { gt, dets, options } => {
+        Input::Detection {
+            gt,
+            dets,
+            options,
+            compare,
+        } => {
             let (truth, detections) = read_detection(&gt, &dets).map_err(|e| e.to_string())?;
             let data = DetectionData::new(&truth, &detections, options)
                 .map_err(|e| format!("{} and {}: {e}", gt.display(), dets.display()))?;
@@ -526,6 +538,22 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
             summary.push("COCO evaluation: IoU 0.5:0.95, area all, at most 100 detections per image and category".into());
             header.insert("bootstrap".into(), boot("image"));
             let estimates = data.bootstrap(bootstrap);
+            if let Some(base) = &compare {
+                let (_, base_dets) = read_detection(&gt, base).map_err(|e| e.to_string())?;
+                let data_b = DetectionData::new(&truth, &base_dets, options)
+                    .map_err(|e| format!("{} and {}: {e}", gt.display(), base.display()))?;
+                let tests = data.paired(&data_b, bootstrap).map_err(|e| e.to_string())?;
+                for (name, t) in DetectionMetrics::names(&names).into_iter().zip(tests) {
+                    // Each model's F1-optimal threshold is its own: no difference to test.
+                    if name != "score_threshold" {
+                        paired.push((name.clone(), name, t));
+                    }
+                }
+                header.insert(
+                    "comparison".into(),
+                    json!({"baseline": base.display().to_string()}),
+                );
+            }
             DetectionMetrics::names(&names)
                 .into_iter()
                 .zip(estimates)

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 
-use super::bootstrap::{Bootstrap, Estimate, Units};
+use super::bootstrap::{Bootstrap, Estimate, PairedTest, Units};
 use super::error::MetricsError;
 
 /// At most this many detections per image and category count, by descending score.
@@ -436,6 +436,33 @@ impl DetectionData {
         }
     }
 
+    /// The paired bootstrap comparison of two detectors on the same images and ground
+    /// truth (`self` is model A, `other` model B; both matched against the same ground
+    /// truth), images resampled, in the order of [`DetectionMetrics::values`].
+    pub fn paired(
+        &self,
+        other: &DetectionData,
+        bootstrap: &Bootstrap,
+    ) -> Result<Vec<PairedTest>, MetricsError> {
+        if other.images != self.images
+            || other.categories != self.categories
+            || other.gt_per_image != self.gt_per_image
+        {
+            return Err(MetricsError::Detection(format!(
+                "the two detectors were matched against different ground truth ({} and {} images, {} and {} boxes); paired tests need the same images and boxes",
+                self.images,
+                other.images,
+                self.ground_truth_boxes(),
+                other.ground_truth_boxes()
+            )));
+        }
+        Ok(bootstrap.paired(
+            &Units::Items(self.images),
+            |w| self.weighted(w).values(),
+            |w| other.weighted(w).values(),
+        ))
+    }
+
     /// Every metric with its bootstrap interval (images resampled), in the order of
     /// [`DetectionMetrics::values`].
     pub fn bootstrap(&self, bootstrap: &Bootstrap) -> Vec<Estimate> {
@@ -727,6 +754,50 @@ mod tests {
             .unwrap()
             .metrics();
         assert_eq!(weighted, copies);
+    }
+
+    #[test]
+    fn paired_comparisons_share_the_resamples_and_need_the_same_truth() {
+        // Twenty images, one box each; model A finds every box, model B half of them.
+        let boxes: Vec<GtBox> = (1..=20)
+            .map(|i| gt_box(i, i, [10.0, 10.0, 20.0, 20.0]))
+            .collect();
+        let mut gt = truth(boxes);
+        gt.images = (1..=20).collect();
+        let a: Vec<DetBox> = (1..=20)
+            .map(|i| det(i, [10.0, 10.0, 20.0, 20.0], 0.9))
+            .collect();
+        let b: Vec<DetBox> = (1..=20)
+            .map(|i| {
+                let x = if i % 2 == 0 { 10.0 } else { 60.0 };
+                det(i, [x, 10.0, 20.0, 20.0], 0.9)
+            })
+            .collect();
+        let da = DetectionData::new(&gt, &a, DetectionOptions::default()).unwrap();
+        let db = DetectionData::new(&gt, &b, DetectionOptions::default()).unwrap();
+        let boot = Bootstrap {
+            resamples: 400,
+            seed: 3,
+            ..Bootstrap::default()
+        };
+        let tests = da.paired(&db, &boot).unwrap();
+        let map50 = &tests[0];
+        assert_eq!(map50.a, da.metrics().map50);
+        assert_eq!(map50.b, db.metrics().map50);
+        assert!(map50.diff > 0.4, "{map50:?}");
+        assert!(map50.p_value.unwrap() < 0.01, "{map50:?}");
+        let (lo, hi) = map50.ci.unwrap();
+        assert!(lo > 0.0 && hi <= 1.0, "{map50:?}");
+        // A model against itself: no difference on any resample.
+        let same = da.paired(&da, &boot).unwrap();
+        assert_eq!(same[0].diff, 0.0);
+        assert_eq!(same[0].p_value, Some(1.0));
+        // Other ground truth is refused.
+        let mut fewer = gt.clone();
+        fewer.boxes.pop();
+        let dc = DetectionData::new(&fewer, &a, DetectionOptions::default()).unwrap();
+        let e = da.paired(&dc, &boot).unwrap_err().to_string();
+        assert!(e.contains("different ground truth"), "{e}");
     }
 
     #[test]
