@@ -106,6 +106,16 @@ fn synth_refuses_bad_input_and_keeps_what_is_there() {
         ])
         .code(2);
     assert!(r.stderr.contains("--test-fraction"), "{}", r.stderr);
+    let r = ws
+        .run(&["synth", "derm", "--out", "x", "--test-fraction", "0.2"])
+        .code(2);
+    assert!(
+        r.stderr
+            .contains("--test-fraction does not apply to `derm`")
+            && r.stderr.contains("chest and wrist"),
+        "{}",
+        r.stderr
+    );
     ws.run(&["synth", "lungs", "--out", "x"]).code(2);
     assert!(!ws.path().join("x").exists());
 }

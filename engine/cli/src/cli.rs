@@ -407,7 +407,8 @@ pub struct SynthArgs {
     /// chest: P(drain | no pneumothorax) [default: 0.1].
     #[arg(long, value_name = "P")]
     pub drain_given_negative: Option<f64>,
-    /// chest: share of patients fixed as the test split in split.csv [default: 0, no file].
+    /// chest, wrist: share of patients fixed as the test split in split.csv (wrist: every
+    /// test image keeps its boxes, whatever --box-fraction says) [default: 0, no file].
     #[arg(long, value_name = "F")]
     pub test_fraction: Option<f64>,
     /// chest: P(drain | pneumothorax) in the test split [default: as outside it].

@@ -42,7 +42,7 @@ pub fn synth(a: &SynthArgs) -> anyhow::Result<ExitCode> {
         (
             "--test-fraction",
             a.test_fraction.is_some(),
-            &[SynthFamily::Chest],
+            &[SynthFamily::Chest, SynthFamily::Wrist],
         ),
         (
             "--test-drain-given-positive",
@@ -101,6 +101,7 @@ pub fn synth(a: &SynthArgs) -> anyhow::Result<ExitCode> {
                 size: a.size,
                 positive_rate: a.positive_rate.unwrap_or(d.positive_rate),
                 box_fraction: a.box_fraction.unwrap_or(d.box_fraction),
+                test_fraction: a.test_fraction.unwrap_or(0.0),
             })
         }
     };

@@ -164,6 +164,15 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
             ds.classes = Some(vec![n, p]);
         }
     }
+    // A split the data brings (split.csv with `image_id,split`, such as an official test
+    // set) fixes the images it names; the shares split the rest.
+    let split_file = data.join("split.csv");
+    let fixed = (csv_has_column(&split_file, "image_id") && csv_has_column(&split_file, "split"))
+        .then(|| "split.csv".to_owned());
+    ds.split = Some(SplitSpec {
+        file: fixed.clone(),
+        ..SplitSpec::default()
+    });
     let audit = match audit::run(&main, &ds, data, &salt, &[]) {
         Ok(a) => a,
         Err(e) => return usage(e.render().trim_start_matches("error: ")),
@@ -176,6 +185,7 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
     ds.split = Some(SplitSpec {
         by: Some(by),
         seed: 7,
+        file: fixed,
         ..SplitSpec::default()
     });
     let built = if detection {
@@ -282,6 +292,8 @@ fn detection_context(
         "target_why": dataset["target_why"],
         "split_by": dataset["split_by"],
         "split_why": dataset["split_why"],
+        "split_file": dataset["split_file"],
+        "split_test": dataset["split_test"],
         "sparse": sparse,
         "sparse_why": format!("from the audit: {}", audit.supervision.summary),
         "det": {"image_size": image_size, "image_size_why": size_why},
@@ -453,6 +465,8 @@ fn context(
             "attributes": [],
             "split_by": "image",
             "split_why": "a set of its own, used only to learn the attribute",
+            "split_file": "",
+            "split_test": "0.15",
         }));
         attribute_model = json!({
             "name": name,
@@ -520,6 +534,23 @@ fn dataset_value(name: &str, ds: &Dataset, attributes: &[Value], audit: &Audit) 
             "from the audit: no patient ids, so images are split one by one".to_owned(),
         ),
     };
+    // A split file that fixes test images replaces the test share (the rest is split into
+    // training and validation only).
+    let fixed_test = audit.splits.get("test").map_or(0, |t| t.images);
+    let (split_file, split_test, split_why) =
+        match ds.split.as_ref().and_then(|s| s.file.as_deref()) {
+            Some(file) if fixed_test > 0 => (
+                format!("file: {file}, "),
+                "0",
+                format!("{split_why}; {file} fixes the {fixed_test} test images"),
+            ),
+            Some(file) => (
+                format!("file: {file}, "),
+                "0.15",
+                format!("{split_why}; {file} fixes the images it names"),
+            ),
+            None => (String::new(), "0.15", split_why),
+        };
     json!({
         "name": name,
         "format": ds.format.as_str(),
@@ -531,6 +562,8 @@ fn dataset_value(name: &str, ds: &Dataset, attributes: &[Value], audit: &Audit) 
         "attributes": attributes,
         "split_by": split_by,
         "split_why": split_why,
+        "split_file": split_file,
+        "split_test": split_test,
     })
 }
 

@@ -252,6 +252,63 @@ fn wrist_audit_finds_the_weak_pool() {
     assert_eq!(a.dataset.split_by, "patient");
 }
 
+#[test]
+fn a_wrist_test_split_is_fixed_in_split_csv_and_fully_boxed() {
+    let options = WristOptions {
+        n: 800,
+        seed: 3,
+        size: 32,
+        box_fraction: 0.05,
+        test_fraction: 0.2,
+        ..WristOptions::default()
+    };
+    let (_tmp, root) = synth_into(Family::Wrist(options.clone()));
+    let mut spec = Dataset::new(DatasetFormat::Yolo, root.display().to_string());
+    spec.split = Some(SplitSpec {
+        seed: 7,
+        file: Some("split.csv".into()),
+        ..SplitSpec::default()
+    });
+    let a = audit::run("wrist", &spec, &root, &salt(), &[]).unwrap();
+    // A fifth of the patients, and only they, are the test split; each test image is boxed.
+    let test = &a.splits["test"];
+    assert!(
+        within(
+            test.groups as f64 / a.patients.total as f64,
+            0.2,
+            a.patients.total,
+            4.0
+        ),
+        "{} test patients of {}",
+        test.groups,
+        a.patients.total
+    );
+    let listed = std::fs::read_to_string(root.join("split.csv")).unwrap();
+    assert_eq!(listed.lines().count() - 1, test.images, "{listed}");
+    let sup = &a.supervision.splits["test"];
+    assert_eq!(sup.boxed, sup.images, "every test image keeps its boxes");
+    assert_eq!(sup.image_level_only, 0);
+    // Outside it, boxes stay as sparse as asked.
+    let train = &a.supervision.splits["train"];
+    assert!(
+        within(
+            train.boxed as f64 / train.images as f64,
+            0.05,
+            train.images,
+            3.5
+        ),
+        "{} of {} training images boxed",
+        train.boxed,
+        train.images
+    );
+    // Without a test split no split.csv is written.
+    let (_tmp2, plain) = synth_into(Family::Wrist(WristOptions {
+        test_fraction: 0.0,
+        ..options
+    }));
+    assert!(!plain.join("split.csv").exists());
+}
+
 fn tree_digest(root: &Path) -> BTreeMap<String, String> {
     walkdir(root)
         .into_iter()

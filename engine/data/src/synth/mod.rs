@@ -97,6 +97,7 @@ pub fn write(family: &Family, out: &Path) -> Result<String, SynthError> {
         Family::Wrist(o) => vec![
             ("--positive-rate", o.positive_rate),
             ("--box-fraction", o.box_fraction),
+            ("--test-fraction", o.test_fraction),
         ],
     };
     for (flag, v) in shares {
@@ -176,10 +177,15 @@ fn readme(name: &str, family: &Family, described: &str) -> String {
                 "  isic:\n    format: isic2019\n    root: {name}\n    split: {{by: lesion, val: 0.15, test: 0.15, seed: 7}}\n"
             ),
         ),
-        Family::Wrist(_) => (
+        Family::Wrist(o) => (
             include_str!("wrist.rs"),
             format!(
-                "  wrist:\n    format: yolo\n    root: {name}\n    split: {{by: patient, val: 0.15, test: 0.15, seed: 7}}\n"
+                "  wrist:\n    format: yolo\n    root: {name}\n    split: {{by: patient, val: 0.15, test: 0.15, seed: 7{}}}\n",
+                if o.test_fraction > 0.0 {
+                    ", file: split.csv"
+                } else {
+                    ""
+                }
             ),
         ),
     };

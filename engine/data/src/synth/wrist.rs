@@ -1,7 +1,9 @@
 //! The wrist family in the GRAZPEDWRI-DX style YOLO layout: greyscale PNG radiographs of a
 //! child's forearm and wrist, one box class `fracture`, about half the images fractured, and
 //! boxes kept for only a share of the images (`--box-fraction`); the rest carry an image-level
-//! label only (in `image_labels.csv`, which labels every image).
+//! label only (in `image_labels.csv`, which labels every image). With `--test-fraction`, a
+//! share of the patients is fixed as the test split in `split.csv` (columns `image_id,split`),
+//! and their images keep every box, as a benchmark's test set is fully annotated.
 //!
 //! What the signals look like: soft tissue as a wide grey band; radius and ulna as long
 //! bright bones with brighter cortices, running up to a row of small carpal bones. Every
@@ -29,6 +31,9 @@ pub struct WristOptions {
     pub positive_rate: f64,
     /// Share of images whose boxes are kept (the rest have image-level labels only).
     pub box_fraction: f64,
+    /// Share of patients fixed as the test split in `split.csv`; their images keep every
+    /// box, as a benchmark's test set is fully annotated (0: no file).
+    pub test_fraction: f64,
 }
 
 impl Default for WristOptions {
@@ -39,6 +44,7 @@ impl Default for WristOptions {
             size: 128,
             positive_rate: 0.5,
             box_fraction: 1.0,
+            test_fraction: 0.0,
         }
     }
 }
@@ -157,14 +163,21 @@ fn radiograph(rng: &mut Rng, s: usize, fracture: bool) -> (Canvas, Vec<[f32; 4]>
 /// Writes the wrist family into `out` (an empty directory).
 pub(crate) fn write(out: &Path, o: &WristOptions) -> Result<String, SynthError> {
     let mut plan = Rng::stream(o.seed, 0);
-    // (patient, fracture, boxed) per image; a patient has one to three images.
+    // (patient, fracture, boxed) per image; a patient has one to three images. Test
+    // patients (drawn only when there is a test split, so other outputs stay as they were)
+    // keep every box.
     let mut planned: Vec<(usize, bool, bool)> = Vec::with_capacity(o.n);
+    let mut test_patients = std::collections::BTreeSet::new();
     let mut patients = 0usize;
     while planned.len() < o.n {
         let fracture = plan.chance(o.positive_rate);
         let views = 1 + plan.weighted(&[0.4, 0.4, 0.2]);
+        let test = o.test_fraction > 0.0 && plan.chance(o.test_fraction);
+        if test {
+            test_patients.insert(patients);
+        }
         for _ in 0..views.min(o.n - planned.len()) {
-            let boxed = plan.chance(o.box_fraction);
+            let boxed = plan.chance(o.box_fraction) || test;
             planned.push((patients, fracture, boxed));
         }
         patients += 1;
@@ -194,6 +207,7 @@ pub(crate) fn write(out: &Path, o: &WristOptions) -> Result<String, SynthError> 
         Ok(boxes.len())
     });
     let mut csv = String::from("image_id,fracture,patient_id\n");
+    let mut split = String::from("image_id,split\n");
     let mut n_boxes = 0;
     for (i, ((patient, fracture, _), w)) in planned.iter().zip(written).enumerate() {
         let nb = w?;
@@ -201,14 +215,32 @@ pub(crate) fn write(out: &Path, o: &WristOptions) -> Result<String, SynthError> 
             n_boxes += nb;
         }
         writeln!(csv, "{i:06},{},P{patient:05}", u8::from(*fracture)).ok();
+        if test_patients.contains(patient) {
+            writeln!(split, "{i:06},test").ok();
+        }
     }
     super::write_text(&out.join("image_labels.csv"), &csv)?;
+    if o.test_fraction > 0.0 {
+        super::write_text(&out.join("split.csv"), &split)?;
+    }
     super::write_text(&out.join("classes.txt"), "fracture\n")?;
     let boxed = planned.iter().filter(|p| p.2).count();
     let positives = planned.iter().filter(|p| p.1).count();
+    let test_images = planned
+        .iter()
+        .filter(|p| test_patients.contains(&p.0))
+        .count();
     Ok(format!(
-        "{} PNGs of {patients} patients, {positives} with a fracture; {boxed} boxed ({n_boxes} boxes), {} with image-level labels only",
+        "{} PNGs of {patients} patients, {positives} with a fracture; {boxed} boxed ({n_boxes} boxes), {} with image-level labels only{}",
         planned.len(),
-        planned.len() - boxed
+        planned.len() - boxed,
+        if o.test_fraction > 0.0 {
+            format!(
+                "; split.csv fixes {test_images} test images of {} patients, every one boxed",
+                test_patients.len()
+            )
+        } else {
+            String::new()
+        }
     ))
 }
