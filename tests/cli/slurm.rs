@@ -485,3 +485,50 @@ fn missing_slurm_commands_or_controller_are_usage_errors_with_a_hint() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no partition `nope`"), "{}", r.stderr);
 }
+
+#[test]
+fn the_developer_loop_runs_its_rounds_on_slurm() {
+    let Some(cluster) = cluster("the_developer_loop_runs_its_rounds_on_slurm") else {
+        return;
+    };
+    let ws = crate::support::chest_workspace(crate::develop::MANIFEST, 160, 2);
+    let r = cluster.engine(
+        &ws,
+        &[
+            "develop",
+            "pipeline.yaml",
+            "--rounds",
+            "1",
+            "--executor",
+            "slurm",
+            "--plain",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let rows = crate::support::develop_rows(&ws);
+    assert_eq!(rows.len(), 2, "{}", r.stdout);
+    // Every round ran as Slurm jobs: round 0 the whole pipeline, round 1 only what its
+    // change touched (the audit came from the cache).
+    for (row, stages) in rows.iter().zip([
+        &["audit", "evaluate", "train"][..],
+        &["evaluate", "train"][..],
+    ]) {
+        assert_eq!(row["state"], "done", "{row}");
+        assert!(row["score"]["value"].is_number(), "{row}");
+        let run_id = row["run_id"].as_str().unwrap();
+        let mut jobs = cluster.jobs_of(run_id, true);
+        jobs.sort();
+        let want: Vec<(String, String)> = stages
+            .iter()
+            .map(|s| (format!("engine-{run_id}-{s}"), "COMPLETED".to_owned()))
+            .collect();
+        assert_eq!(jobs, want, "round {}", row["round"]);
+    }
+    // The keys do not depend on the executor: the best manifest is all cached locally.
+    let again = ws.run(&["apply", "pipeline.best.yaml", "--json"]).code(0);
+    let summary: serde_json::Value = serde_json::from_str(&again.stdout).unwrap();
+    assert!(
+        outcomes(&summary).iter().all(|(_, o)| o == "cached"),
+        "{summary}"
+    );
+}
