@@ -265,3 +265,134 @@ fn pseudo_labels_need_a_detector_teacher_on_the_same_dataset() {
     let r = ws.run(&["validate", "pipeline.yaml"]).code(2);
     assert!(r.stderr.contains("writes no pseudo-labels"), "{}", r.stderr);
 }
+
+const DEVELOP_MANIFEST: &str = "\
+version: 1
+name: wrist
+task:
+  task: detection
+  modality: wrist_xray
+  target: fracture
+  classes: [fracture]
+  priority_class: fracture
+  error_preference: minimize_false_negatives
+  objective: {metric: map50}
+seed: 1
+datasets:
+  wrist:
+    format: yolo
+    root: data
+    target: fracture
+    split: {by: patient, val: 0.2, test: 0.2, seed: 7}
+stages:
+  audit:
+    uses: data.audit
+    with: {dataset: wrist}
+  # The detector the loop improves.
+  det:
+    uses: detector.train
+    with:
+      dataset: wrist
+      image_size: 64
+      epochs: 8
+      device: cpu
+  evaluate:
+    uses: evaluate
+    with: {model: det, bootstrap: 200}
+";
+
+#[test]
+fn the_developer_loop_pseudo_labels_sparse_boxes_and_the_test_compares_detectors() {
+    let ws = wrist(600, "0.15");
+    ws.manifest(DEVELOP_MANIFEST);
+    let r = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "1", "--plain"])
+        .code(0);
+    let rows = crate::support::develop_rows(&ws);
+    assert_eq!(rows.len(), 2, "{}", r.stdout);
+    // Round 1: the audit's sparse boxes lead to a teacher and a pseudo_label stage.
+    assert_eq!(
+        rows[1]["summary"],
+        "det.from: + [pseudo]; stages.pseudo: + a pseudo_label stage; stages.teacher: + a detector.train stage",
+        "{}",
+        r.stdout
+    );
+    let why = rows[1]["rationale"].as_str().unwrap();
+    assert!(
+        why.contains("training images have boxes") && why.contains("only image-level labels"),
+        "{why}"
+    );
+    assert_eq!(rows[1]["state"], "done", "{}", r.stdout);
+    assert_eq!(rows[1]["score"]["metric"], "map50");
+    let round1 = ws.read(".engine/develop/pipeline/rounds/001/manifest.yaml");
+    assert!(
+        round1.contains("# The detector the loop improves.")
+            && round1.contains("uses: pseudo_label")
+            && round1.contains("from: [pseudo]"),
+        "{round1}"
+    );
+    let best = rows.iter().rev().find(|r| r["kept"] == true).unwrap()["round"]
+        .as_u64()
+        .unwrap();
+    // The pseudo-labelled student beats the detector that saw the boxed images alone.
+    assert_eq!(best, 1, "{}", r.stdout);
+
+    // The held-out test: the best round's detector against round 0's, paired over images.
+    let t = ws
+        .run(&["test", "pipeline.yaml", "--bootstrap", "200", "--json"])
+        .code(0);
+    let v: Value = serde_json::from_str(&t.stdout).unwrap();
+    assert_eq!(v["split"], "test");
+    assert_eq!(v["task"], "detection");
+    assert!(v["n"].as_u64().unwrap() > 20, "{v}");
+    assert!(v["metrics"]["map50"]["value"].is_number(), "{v}");
+    assert!(
+        v["label"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("round {best}")),
+        "{v}"
+    );
+    let dir = ws
+        .path()
+        .join(".engine/test")
+        .join(v["opening"]["id"].as_str().unwrap());
+    let model_dir = dir.join(v["predictions"]["model"].as_str().unwrap());
+    assert!(model_dir.join("ground_truth.json").is_file());
+    assert!(model_dir.join("detections.json").is_file());
+    let p = &v["comparison"]["paired"]["map50"];
+    assert!(p["p_value"].is_number() && p["ci"].is_array(), "{v}");
+    assert_eq!(p["model"], v["metrics"]["map50"]["value"]);
+    assert!(
+        v["comparison"]["baseline_label"]
+            .as_str()
+            .unwrap()
+            .contains("round 0 (initial)"),
+        "{v}"
+    );
+    assert!(
+        t.stderr.contains("positive without boxes"),
+        "the unboxed test positives are counted: {}",
+        t.stderr
+    );
+    // The opening is recorded once; a detector has no confound analysis.
+    let seal = ws.read(".engine/test-seal.jsonl");
+    assert_eq!(seal.lines().count(), 1, "{seal}");
+    let r = ws
+        .run(&["test", "pipeline.yaml", "--confound", "fracture"])
+        .code(2);
+    assert!(r.stderr.contains("is a detector"), "{}", r.stderr);
+    assert_eq!(
+        ws.read(".engine/test-seal.jsonl"),
+        seal,
+        "a refusal opens nothing"
+    );
+
+    // The report shows the detectors' test.
+    ws.run(&["report", "pipeline.yaml"]).code(0);
+    let html = ws.read("pipeline.report.html");
+    assert!(
+        html.contains("images with") && html.contains("map50"),
+        "report"
+    );
+}

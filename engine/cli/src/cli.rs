@@ -304,12 +304,13 @@ pub struct InitArgs {
 pub struct TestArgs {
     /// The manifest (YAML); its stages must have run (`engine apply`).
     pub manifest: PathBuf,
-    /// The `classifier.train` stage whose model is tested (the final model) [default: the
-    /// developer loop's best round (or the accepted one), against its round 0].
+    /// The `classifier.train` or `detector.train` stage whose model is tested (the final
+    /// model) [default: the developer loop's best round (or the accepted one), against its
+    /// round 0].
     #[arg(long, value_name = "STAGE")]
     pub model: Option<String>,
-    /// Another `classifier.train` stage on the same dataset (the initial model), compared
-    /// with paired tests on the same test images.
+    /// Another training stage of the same kind on the same dataset (the initial model),
+    /// compared with paired tests on the same test images.
     #[arg(long, value_name = "STAGE")]
     pub baseline: Option<String>,
     /// An attribute of the dataset (binary tasks) for the confound analysis [default, without

@@ -38,7 +38,7 @@ use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 pub struct Scoring {
     /// The `evaluate` stage.
     pub evaluate: String,
-    /// The `classifier.train` stage it evaluates.
+    /// The training stage (`classifier.train` or `detector.train`) it evaluates.
     pub train: String,
     /// The attribute it analyses as a confounder.
     pub confound: Option<String>,
@@ -116,11 +116,13 @@ fn cached_json(m: &LoadedManifest, store: &Store, stage: &str, file: &str) -> Op
 
 /// The data audit of the training dataset, from the cache, when the manifest has one.
 fn audit_of(m: &LoadedManifest, store: &Store, train: &str) -> Option<Value> {
-    let StageParams::ClassifierTrain(t) = m.params.get(train)? else {
-        return None;
+    let dataset = match m.params.get(train)? {
+        StageParams::ClassifierTrain(t) => &t.dataset,
+        StageParams::DetectorTrain(t) => &t.dataset,
+        _ => return None,
     };
     let id = m.params.iter().find_map(|(id, p)| match p {
-        StageParams::DataAudit(a) if a.dataset == t.dataset => Some(id.clone()),
+        StageParams::DataAudit(a) if &a.dataset == dataset => Some(id.clone()),
         _ => None,
     })?;
     cached_json(m, store, &id, "audit.json")
@@ -425,14 +427,14 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::from(EXIT_FAILED));
         }
-        // At the objective's maximum no round can gain the minimum improvement.
+        // Within the minimum improvement of the objective's maximum (1: every objective is
+        // a rate or an area), no round can gain enough to be kept.
         if let Some(s) = best.as_ref().and_then(|b| b.score.as_ref())
             && s.feasible()
-            && s.value >= 1.0
+            && s.value + policy.min_improvement > 1.0 + 1e-12
             && journal.pending(n).is_none()
         {
-            stopped_by =
-                "the objective, already at its maximum on validation (no round could be kept)";
+            stopped_by = "the objective, within the policy's minimum improvement of its maximum on validation (no round could be kept)";
             break;
         }
         // The proposal: saved earlier and cut short, or a new one.

@@ -31,6 +31,8 @@ struct Tested {
     digest: String,
     hash: String,
     classes: usize,
+    /// A `detector.train` model (tested on boxes), not a classifier.
+    detector: bool,
     /// The manifest (a round's, in history mode) and plan it comes from.
     m: LoadedManifest,
     plan: Plan,
@@ -136,8 +138,15 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     if let [model, base] = models.as_slice() {
         let dataset = |t: &Tested| match &t.m.params[&t.stage] {
             StageParams::ClassifierTrain(p) => p.dataset.clone(),
+            StageParams::DetectorTrain(p) => p.dataset.clone(),
             _ => String::new(),
         };
+        if model.detector != base.detector {
+            return usage(format!(
+                "{} and {} are not both detectors or both classifiers; a paired test compares two models of one kind",
+                model.label, base.label
+            ));
+        }
         if dataset(model) != dataset(base) {
             return usage(format!(
                 "{} trained on dataset `{}` and {} on `{}`; paired tests need the same test images",
@@ -149,6 +158,12 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(attr) = &confound {
+        if models[0].detector {
+            return usage(format!(
+                "--confound is for binary classifiers, and {} is a detector",
+                models[0].label
+            ));
+        }
         if models[0].classes != 2 {
             return usage(format!(
                 "--confound is for binary tasks, and {} tells {} classes apart",
@@ -251,7 +266,13 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         let file_stem = format!("{}-{}", t.stage, &t.digest[..12]);
         let job_file = dir.join(format!("job-{file_stem}.json"));
         std::fs::write(&job_file, serde_json::to_string_pretty(&job)?)?;
-        let out = dir.join(format!("{file_stem}.csv"));
+        // A classifier's predictions are one CSV file; a detector's, a directory with the
+        // test ground truth and its detections.
+        let out = if t.detector {
+            dir.join(&file_stem)
+        } else {
+            dir.join(format!("{file_stem}.csv"))
+        };
         eprintln!("predicting the test split with {}", t.label);
         let Some(mut cmd) = crate::commands::worker_command("testing") else {
             return Ok(ExitCode::from(EXIT_FAILED));
@@ -289,7 +310,18 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     }
 
     let compare = files.get(1).cloned();
-    let input = if models[0].classes == 2 {
+    let input = if models[0].detector {
+        let gt = files[0].join("ground_truth.json");
+        if let Some(base) = &compare {
+            same_ground_truth(&gt, &base.join("ground_truth.json"))?;
+        }
+        Input::Detection {
+            gt,
+            dets: files[0].join("detections.json"),
+            options: engine_core::metrics::DetectionOptions::default(),
+            compare: compare.map(|b| b.join("detections.json")),
+        }
+    } else if models[0].classes == 2 {
         Input::Binary {
             preds: files[0].clone(),
             options: operating_points(&models[0].m, &models[0].stage),
@@ -313,11 +345,24 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     };
     let mut text = table(&report, &bootstrap);
     for (t, f) in models.iter().zip(&files) {
+        if t.detector {
+            text = text
+                .replace(
+                    &f.join("detections.json").display().to_string(),
+                    &format!("{} (test)", t.label),
+                )
+                .replace(
+                    &f.join("ground_truth.json").display().to_string(),
+                    "the test boxes",
+                );
+        }
         text = text.replace(&f.display().to_string(), &format!("{} (test)", t.label));
     }
     let mut json = to_json(report);
     if let Some(obj) = json.as_object_mut() {
         obj.remove("preds");
+        obj.remove("gt");
+        obj.remove("dets");
         obj.insert("split".into(), "test".into());
         obj.insert("model".into(), models[0].stage.clone().into());
         obj.insert("label".into(), models[0].label.clone().into());
@@ -398,9 +443,12 @@ fn tested(
             manifest.display()
         ));
     };
-    if !matches!(params, StageParams::ClassifierTrain(_)) {
+    if !matches!(
+        params,
+        StageParams::ClassifierTrain(_) | StageParams::DetectorTrain(_)
+    ) {
         return Err(format!(
-            "`{stage}` is a `{}` stage; only `classifier.train` models are tested",
+            "`{stage}` is a `{}` stage; only `classifier.train` and `detector.train` models are tested",
             m.manifest.stages[stage].uses.as_str()
         ));
     }
@@ -421,16 +469,39 @@ fn tested(
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .ok_or_else(|| format!("stage `{stage}` has no readable config.json"))?;
-    let classes = config["classes"].as_array().map_or(0, Vec::len);
+    let detector = config["kind"] == "detector";
+    let classes = config[if detector { "box_classes" } else { "classes" }]
+        .as_array()
+        .map_or(0, Vec::len);
     Ok(Tested {
         stage: stage.to_owned(),
         label,
         digest,
         hash: blake3::hash(&weights).to_hex()[..16].to_owned(),
         classes,
+        detector,
         m,
         plan,
     })
+}
+
+/// Checks that two detectors' test ground truth (written by the worker for each) is the
+/// same images and boxes, as a paired test needs.
+fn same_ground_truth(a: &Path, b: &Path) -> anyhow::Result<()> {
+    let read = |p: &Path| -> anyhow::Result<Value> {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    let (x, y) = (read(a)?, read(b)?);
+    if x["images"] != y["images"] || x["annotations"] != y["annotations"] {
+        anyhow::bail!(
+            "the two detectors were tested on different images or boxes ({} and {}); they must have trained on the same dataset",
+            a.display(),
+            b.display()
+        );
+    }
+    Ok(())
 }
 
 /// Every opening recorded so far, oldest first.

@@ -65,7 +65,7 @@ pub struct Policy {
     /// part of one), `**` for any number of segments. For example
     /// `/stages/train/with/**` lets every parameter of `train` change, and
     /// `/stages/*/with/lr` only learning rates. Without it: the parameters (`with`) of
-    /// `classifier.train` and `evaluate` stages.
+    /// `classifier.train`, `detector.train`, `pseudo_label` and `evaluate` stages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow: Option<Vec<String>>,
     /// Stage kinds a round may insert as new stages (and remove again). Without it: every

@@ -83,9 +83,9 @@ impl SquareBox {
     }
 }
 
-/// An image the detector trains or validates on.
+/// An image the detector trains, validates or is tested on.
 #[derive(Clone, Debug)]
-struct Sample {
+pub(crate) struct Sample {
     item: Item,
     letterbox: Letterbox,
     boxes: Vec<SquareBox>,
@@ -108,7 +108,7 @@ struct Prepared {
 
 /// Whether an image can teach or test a detector: boxed (with or without boxes), or an
 /// image-level negative (nothing to find).
-fn usable(item: &Item, negatives: bool) -> bool {
+pub(crate) fn usable(item: &Item, negatives: bool) -> bool {
     item.boxes.is_some() || (negatives && item.class == 0)
 }
 
@@ -188,52 +188,14 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
     let size = p.image_size as usize;
     let mut out = Vec::new();
     for (name, items) in [("training", &train), ("validation", &val)] {
-        let (info, sizes, failed) =
-            letterboxed(job, &fingerprint, root, items, size, channels, name)?;
-        if let Some(f) = failed.first() {
-            return Err(format!(
-                "{} cannot be decoded ({}); {} {name} image(s) in all",
-                catalog.shown_item(&items[f.index]),
-                f.reason,
-                failed.len()
-            ));
-        }
-        let samples: Vec<Sample> = items
-            .iter()
-            .zip(&sizes)
-            .map(|(item, &(w, h))| {
-                let letterbox = Letterbox::of(w, h, size);
-                let boxes = item
-                    .boxes
-                    .iter()
-                    .flatten()
-                    .map(|b| {
-                        let (x0, y0) = letterbox.to_square(
-                            f64::from(b.cx - b.w / 2.0) * f64::from(w),
-                            f64::from(b.cy - b.h / 2.0) * f64::from(h),
-                        );
-                        let (x1, y1) = letterbox.to_square(
-                            f64::from(b.cx + b.w / 2.0) * f64::from(w),
-                            f64::from(b.cy + b.h / 2.0) * f64::from(h),
-                        );
-                        SquareBox {
-                            class: b.class,
-                            x0: x0 as f32,
-                            y0: y0 as f32,
-                            x1: x1 as f32,
-                            y1: y1 as f32,
-                        }
-                    })
-                    .collect();
-                Sample {
-                    item: item.clone(),
-                    letterbox,
-                    boxes,
-                    weight: weights.get(&item.id).copied().unwrap_or(1.0),
-                }
-            })
-            .collect();
-        out.push((samples, info));
+        let what = Images {
+            fingerprint: &fingerprint,
+            root,
+            catalog: &catalog,
+            size,
+            channels,
+        };
+        out.push(samples(job, &what, items, name, &weights)?);
     }
     let (val, val_images) = out.pop().ok_or("no validation images")?;
     let (train, train_images) = out.pop().ok_or("no training images")?;
@@ -247,6 +209,81 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
         unboxed_positives,
         pseudo_labelled,
     })
+}
+
+/// Where a set of images comes from and how it is letterboxed.
+pub(crate) struct Images<'a> {
+    pub fingerprint: &'a str,
+    pub root: &'a std::path::Path,
+    pub catalog: &'a Catalog,
+    pub size: usize,
+    pub channels: usize,
+}
+
+/// The letterboxed images of `items` with their boxes in the square's pixels (and each
+/// image's loss weight from `weights`, 1 when absent); an image that cannot be decoded is
+/// an error.
+pub(crate) fn samples(
+    job: &StageJob,
+    what: &Images<'_>,
+    items: &[Item],
+    name: &str,
+    weights: &std::collections::HashMap<String, f32>,
+) -> Result<(Vec<Sample>, imagecache::CacheInfo), String> {
+    let size = what.size;
+    let (info, sizes, failed) = letterboxed(
+        job,
+        what.fingerprint,
+        what.root,
+        items,
+        size,
+        what.channels,
+        name,
+    )?;
+    if let Some(f) = failed.first() {
+        return Err(format!(
+            "{} cannot be decoded ({}); {} {name} image(s) in all",
+            what.catalog.shown_item(&items[f.index]),
+            f.reason,
+            failed.len()
+        ));
+    }
+    let samples = items
+        .iter()
+        .zip(&sizes)
+        .map(|(item, &(w, h))| {
+            let letterbox = Letterbox::of(w, h, size);
+            let boxes = item
+                .boxes
+                .iter()
+                .flatten()
+                .map(|b| {
+                    let (x0, y0) = letterbox.to_square(
+                        f64::from(b.cx - b.w / 2.0) * f64::from(w),
+                        f64::from(b.cy - b.h / 2.0) * f64::from(h),
+                    );
+                    let (x1, y1) = letterbox.to_square(
+                        f64::from(b.cx + b.w / 2.0) * f64::from(w),
+                        f64::from(b.cy + b.h / 2.0) * f64::from(h),
+                    );
+                    SquareBox {
+                        class: b.class,
+                        x0: x0 as f32,
+                        y0: y0 as f32,
+                        x1: x1 as f32,
+                        y1: y1 as f32,
+                    }
+                })
+                .collect();
+            Sample {
+                item: item.clone(),
+                letterbox,
+                boxes,
+                weight: weights.get(&item.id).copied().unwrap_or(1.0),
+            }
+        })
+        .collect();
+    Ok((samples, info))
 }
 
 /// The boxes (and loss weights) the `pseudo_label` stages in `from` wrote, by image id as
@@ -923,12 +960,11 @@ pub(crate) fn letterboxed(
         .map_err(|e| format!("cannot write the image cache: {e}"))
 }
 
-/// The validation ground truth in COCO terms (source pixels), image ids from 1.
-fn ground_truth(data: &Prepared) -> GroundTruth {
+/// The ground truth of `samples` in COCO terms (source pixels), image ids from 1.
+pub(crate) fn ground_truth(catalog: &Catalog, samples: &[Sample]) -> GroundTruth {
     let mut gt = GroundTruth {
-        images: (1..=data.val.len() as i64).collect(),
-        categories: data
-            .catalog
+        images: (1..=samples.len() as i64).collect(),
+        categories: catalog
             .box_classes
             .iter()
             .enumerate()
@@ -939,7 +975,7 @@ fn ground_truth(data: &Prepared) -> GroundTruth {
             .collect(),
         boxes: Vec::new(),
     };
-    for (i, s) in data.val.iter().enumerate() {
+    for (i, s) in samples.iter().enumerate() {
         let (w, h) = (
             f64::from(s.letterbox.source.0),
             f64::from(s.letterbox.source.1),
@@ -965,7 +1001,7 @@ fn ground_truth(data: &Prepared) -> GroundTruth {
 }
 
 /// Detections in COCO terms: mapped from the square to the source image, clipped to it.
-fn coco_detections(samples: &[Sample], dets: &[Vec<Detection>]) -> Vec<DetBox> {
+pub(crate) fn coco_detections(samples: &[Sample], dets: &[Vec<Detection>]) -> Vec<DetBox> {
     let mut out = Vec::new();
     for (i, (s, ds)) in samples.iter().zip(dets).enumerate() {
         let (w, h) = (
@@ -1041,7 +1077,7 @@ fn train(
     .map_err(|e| e.to_string())?;
     let size = i64::from(p.image_size);
     let grid = cells(size);
-    let gt = ground_truth(data);
+    let gt = ground_truth(&data.catalog, &data.val);
     let batch = p.batch_size as usize;
     let per_epoch = epoch_indices(&data.train, p.neg_pos_ratio, seed, 0).len();
     let steps_per_epoch = per_epoch.div_ceil(batch).max(1);
@@ -1134,7 +1170,9 @@ fn train(
             crate::nets::save(&vs, &[], &out.join("model.safetensors"))?;
             best = Some((map50, epoch + 1, coco, figures.clone()));
             since_best = 0;
-        } else {
+        } else if best.as_ref().is_some_and(|(b, ..)| *b > 0.0) {
+            // Patience counts from the first epoch that found anything: a detector often
+            // scores 0 for its first epochs while the head learns where to look.
             since_best += 1;
         }
         let line = json!({
@@ -1175,7 +1213,7 @@ fn train(
     let (map50, best_epoch, coco, figures) = best.ok_or("no epoch ran")?;
     let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
-    write_coco(out, data, &gt, &coco)?;
+    write_coco(out, &data.catalog, &data.val, &gt, &coco)?;
     let boxed = data.train.iter().filter(|s| !s.boxes.is_empty()).count();
     let metrics = json!({
         "metric": "map50",
@@ -1215,21 +1253,22 @@ fn train(
     Ok(())
 }
 
-/// `ground_truth.json` and `detections.json`, as `engine metrics --task detection` reads them.
-fn write_coco(
+/// `ground_truth.json` and `detections.json` of `samples`, as `engine metrics --task
+/// detection` reads them.
+pub(crate) fn write_coco(
     out: &std::path::Path,
-    data: &Prepared,
+    catalog: &Catalog,
+    samples: &[Sample],
     gt: &GroundTruth,
     dets: &[DetBox],
 ) -> Result<(), String> {
-    let images: Vec<serde_json::Value> = data
-        .val
+    let images: Vec<serde_json::Value> = samples
         .iter()
         .enumerate()
         .map(|(i, s)| {
             json!({
                 "id": i + 1,
-                "file_name": data.catalog.shown_item(&s.item),
+                "file_name": catalog.shown_item(&s.item),
                 "width": s.letterbox.source.0,
                 "height": s.letterbox.source.1,
             })

@@ -388,7 +388,18 @@ fn recompute_baseline(t: &Opening) -> Result<Option<Baseline>, String> {
         seed: b["seed"].as_u64().unwrap_or(0),
         ..Bootstrap::default()
     };
-    let input = if t.metrics["task"] == "binary" {
+    let input = if t.metrics["task"] == "detection" {
+        // A detector's predictions are a directory: the test boxes and its detections.
+        let model = t.metrics["predictions"]["model"]
+            .as_str()
+            .unwrap_or_default();
+        Input::Detection {
+            gt: t.dir.join(model).join("ground_truth.json"),
+            dets: preds.join("detections.json"),
+            options: engine_core::metrics::DetectionOptions::default(),
+            compare: None,
+        }
+    } else if t.metrics["task"] == "binary" {
         let ops = &t.metrics["operating_points"];
         Input::Binary {
             preds,
@@ -717,7 +728,12 @@ impl Context {
             let n = t.metrics["n"].as_u64().unwrap_or(0);
             let _ = write!(
                 h,
-                r#"<p class="headline">On the held-out test split ({n} cases, opened {at}), {model} reaches {metric} {v} (95% CI {lo}–{hi})"#,
+                r#"<p class="headline">On the held-out test split ({n} {units}, opened {at}), {model} reaches {metric} {v} (95% CI {lo}–{hi})"#,
+                units = if t.metrics["task"] == "detection" {
+                    "images"
+                } else {
+                    "cases"
+                },
                 at = esc(t.record["at"].as_str().unwrap_or("?")),
                 model = esc(&self.model_label()),
                 metric = esc(&metric_label(&key)),
@@ -767,7 +783,15 @@ impl Context {
         }
         let b = &t.metrics["bootstrap"];
         let unit = esc(b["unit"].as_str().unwrap_or("case"));
-        let mut cases = format!("{} cases", jv(&t.metrics["n"]));
+        let mut cases = if t.metrics["task"] == "detection" {
+            format!(
+                "{} images with {} boxes",
+                jv(&t.metrics["n"]),
+                jv(&t.metrics["n_boxes"])
+            )
+        } else {
+            format!("{} cases", jv(&t.metrics["n"]))
+        };
         if let Some(p) = t.metrics["n_positive"].as_u64() {
             let _ = write!(cases, " ({p} positive)");
         }
@@ -843,7 +867,7 @@ impl Context {
             .into_iter()
             .flatten()
             .map(|(k, _)| k.clone())
-            .filter(|k| !k.starts_with("confound/") && k != "threshold")
+            .filter(|k| !k.starts_with("confound/") && k != "threshold" && k != "score_threshold")
             .filter(|k| match k.split_once('/') {
                 None => true,
                 // The TaskSpec names the finding (`melanoma`), the data its code (`MEL`).

@@ -24,7 +24,12 @@ const SEALED: &[(&str, &str)] = &[
 ];
 
 /// Stage kinds whose parameters a round may change when the policy names no paths.
-const TUNABLE: &[StageKind] = &[StageKind::ClassifierTrain, StageKind::Evaluate];
+const TUNABLE: &[StageKind] = &[
+    StageKind::ClassifierTrain,
+    StageKind::DetectorTrain,
+    StageKind::PseudoLabel,
+    StageKind::Evaluate,
+];
 
 /// Every pointer at which `new` differs from `old`: members set, added or removed (the
 /// same differences the rewrite writes as text edits).
@@ -143,7 +148,7 @@ pub fn check(policy: &Policy, old: &Value, new: &Value) -> Result<(), String> {
             return Err(match &policy.allow {
                 Some(_) => format!("`{p}` is outside the paths `policy.allow` names"),
                 None => format!(
-                    "`{p}` may not change: without `policy.allow`, a round changes only the parameters (`with`) of training and evaluation stages"
+                    "`{p}` may not change: without `policy.allow`, a round changes only the parameters (`with`) of training, pseudo-labelling and evaluation stages"
                 ),
             });
         }

@@ -72,7 +72,20 @@ pub fn summarize(best: &Value, patch: &[PatchOp]) -> String {
             } else {
                 toks.join(".")
             };
+            // A stage inserted or removed is named by its kind; the diff shows the rest.
+            let stage = |v: &Value| {
+                v["uses"]
+                    .as_str()
+                    .filter(|_| toks.len() == 2 && toks[0] == "stages")
+                    .map(|k| format!("a {k} stage"))
+            };
             match (patch::get(best, p), patch::get(&new, p)) {
+                (None, Some(b)) if stage(b).is_some() => {
+                    format!("{name}: + {}", stage(b).unwrap_or_default())
+                }
+                (Some(a), None) if stage(a).is_some() => {
+                    format!("{name}: - {}", stage(a).unwrap_or_default())
+                }
                 (Some(a), Some(b)) => format!("{name}: {} -> {}", inline(a), inline(b)),
                 (None, Some(b)) => format!("{name}: + {}", inline(b)),
                 (Some(a), None) => format!("{name}: - {}", inline(a)),
@@ -212,11 +225,57 @@ fn merge(ctx: &Context<'_>, key: &str, fields: Value) -> PatchOp {
     set(ctx, key, Value::Object(obj))
 }
 
+/// A numeric parameter of the training stage: as set, else the stage kind's default, else
+/// `default`.
 fn num(ctx: &Context<'_>, key: &str, default: f64) -> f64 {
     with(ctx)
         .get(key)
         .and_then(Value::as_f64)
+        .or_else(|| resolved(&ctx.best["stages"][ctx.train]).and_then(|r| r[key].as_f64()))
         .unwrap_or(default)
+}
+
+/// Whether the scored training stage is a `detector.train` stage.
+fn detector(ctx: &Context<'_>) -> bool {
+    ctx.best["stages"][ctx.train]["uses"] == json!("detector.train")
+}
+
+/// A stage id the best manifest does not use yet: `base`, else `base2`, `base3`, ...
+fn free_id(ctx: &Context<'_>, base: &str) -> String {
+    let taken = |id: &str| ctx.best["stages"].get(id).is_some();
+    if !taken(base) {
+        return base.to_owned();
+    }
+    (2..)
+        .map(|n| format!("{base}{n}"))
+        .find(|id| !taken(id))
+        .unwrap_or_else(|| base.to_owned())
+}
+
+/// The best round's validation metric `key`, when it was scored.
+fn best_metric(ctx: &Context<'_>, key: &str) -> Option<f64> {
+    ctx.rounds
+        .iter()
+        .rev()
+        .find(|r| r.kept)
+        .and_then(|r| r.score.as_ref()?.metrics.get(key).copied())
+}
+
+/// The audit's sentence about the training split's boxes, when fewer than half of its
+/// images have them.
+fn sparse_boxes(ctx: &Context<'_>) -> Option<String> {
+    let s = &ctx.audit?["supervision"];
+    if s["kind"] != json!("boxes") {
+        return None;
+    }
+    let t = &s["splits"]["train"];
+    let (images, boxed) = (t["images"].as_u64()?, t["boxed"].as_u64()?);
+    (images > 0 && (boxed as f64) < 0.5 * images as f64).then(|| {
+        s["summary"].as_str().map_or_else(
+            || format!("{boxed} of {images} training images have boxes"),
+            str::to_owned,
+        )
+    })
 }
 
 fn binary(ctx: &Context<'_>) -> bool {
@@ -387,6 +446,9 @@ fn outcome(ctx: &Context<'_>, base: &Value, patch: &[PatchOp]) -> Option<Option<
 /// rationale. Entries that are already in place, not allowed or tried are skipped by the
 /// caller.
 pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
+    if detector(ctx) {
+        return detector_catalogue(ctx);
+    }
     let mut out: Vec<Candidate> = Vec::new();
     let mut push =
         |patch: Vec<PatchOp>, rationale: String| out.push(Candidate { patch, rationale });
@@ -549,6 +611,16 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
 
     // 4. Optimisation, schedule, augmentation, resolution, batch size and backbone, in
     // an order the best round's training curve suggests.
+    out.extend(tuning(ctx));
+    out
+}
+
+/// Optimisation, schedule, augmentation, resolution, batch size and capacity (the
+/// backbone of a classifier, the width of a detector), in an order the best round's
+/// training curve suggests.
+fn tuning(ctx: &Context<'_>) -> Vec<Candidate> {
+    let w = with(ctx);
+    let size = num(ctx, "image_size", 64.0) as u64;
     let mut tuning: Vec<(&str, Vec<PatchOp>, String)> = Vec::new();
     let lr = num(ctx, "lr", 1e-3);
     let (shape, evidence) = curve_evidence(ctx);
@@ -602,7 +674,7 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
             ));
         }
     }
-    if w.get("ema").is_none() {
+    if !detector(ctx) && w.get("ema").is_none() {
         tuning.push((
             "ema",
             vec![set(ctx, "ema", json!({"decay": 0.999}))],
@@ -629,7 +701,20 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
             ));
         }
     }
-    if w.get("backbone")
+    if detector(ctx) {
+        let width = num(ctx, "width", 16.0) as u64;
+        if width < 64 {
+            tuning.push((
+                "backbone",
+                vec![set(ctx, "width", json!(width * 2))],
+                format!(
+                    "a wider detector ({width} -> {} channels in the first stage, doubling with each stage) when its capacity is the limit; {evidence}",
+                    width * 2
+                ),
+            ));
+        }
+    } else if w
+        .get("backbone")
         .and_then(Value::as_str)
         .unwrap_or("small_cnn")
         == "small_cnn"
@@ -648,9 +733,175 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         Curve::Unknown => &[],
     };
     tuning.sort_by_key(|(tag, _, _)| first.iter().position(|f| f == tag).unwrap_or(first.len()));
-    for (_, patch, why) in tuning {
-        push(patch, why);
+    tuning
+        .into_iter()
+        .map(|(_, patch, rationale)| Candidate { patch, rationale })
+        .collect()
+}
+
+/// The heuristic catalogue for a `detector.train` stage, in the order it is walked.
+fn detector_catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut push =
+        |patch: Vec<PatchOp>, rationale: String| out.push(Candidate { patch, rationale });
+    let w = with(ctx);
+    let task = ctx.task;
+    let target = task
+        .and_then(|t| t.target.clone().or_else(|| t.priority_class.clone()))
+        .unwrap_or_else(|| "finding".into());
+    let from: Vec<String> = w
+        .get("from")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let training = ctx.training;
+    let count = |k: &str| training.and_then(|t| t[k].as_u64());
+
+    // 1. Sparse boxes: a teacher on the boxed images labels the image-level positives.
+    if from.is_empty()
+        && let Some(summary) = sparse_boxes(ctx)
+    {
+        let teacher = free_id(ctx, "teacher");
+        let pseudo = free_id(ctx, "pseudo");
+        let dataset = w.get("dataset").cloned().unwrap_or(Value::Null);
+        let mut tw = json!({
+            "dataset": dataset,
+            "image_size": num(ctx, "image_size", 128.0) as u64,
+            "epochs": (num(ctx, "epochs", 30.0) as u64).max(30),
+            "early_stopping": 10,
+        });
+        if let Some(width) = w.get("width") {
+            tw["width"] = width.clone();
+        }
+        push(
+            vec![
+                PatchOp::Add {
+                    path: format!("/stages/{teacher}"),
+                    value: json!({
+                        "description": "Learns from the boxed images (and the negatives) to box the other positives.",
+                        "uses": "detector.train",
+                        "with": tw,
+                    }),
+                },
+                PatchOp::Add {
+                    path: format!("/stages/{pseudo}"),
+                    value: json!({
+                        "description": "The teacher's confident boxes on the positive images that have none.",
+                        "uses": "pseudo_label",
+                        "with": {"teacher": teacher, "dataset": dataset, "confidence": 0.5, "max_boxes": 3},
+                    }),
+                },
+                set(ctx, "from", json!([pseudo])),
+            ],
+            format!(
+                "the audit finds that {summary}: `{}` learns only from the boxed images and leaves the other `{target}` images out. A teacher (`{teacher}`, trained on the boxed images and the negatives) boxes those positives where it is confident (0.5 or more, `{pseudo}`), and `{}` learns from both; {}",
+                ctx.train,
+                ctx.train,
+                best_evidence(ctx)
+            ),
+        );
     }
+
+    // 2. Pseudo-labels are a teacher's guesses: softer targets, more negatives, and a
+    // lower confidence when the teacher left many positives out.
+    if let Some(pseudo) = from.first() {
+        let added = match (count("pseudo_labelled"), count("train_with_boxes")) {
+            (Some(p), Some(b)) => format!(
+                "the best round trained on {b} images with boxes, {p} of them pseudo-labelled"
+            ),
+            _ => best_evidence(ctx),
+        };
+        if num(ctx, "label_smoothing", 0.0) == 0.0 {
+            push(
+                vec![set(ctx, "label_smoothing", json!(0.05))],
+                format!(
+                    "pseudo-labels are a teacher's guesses, not ground truth: smoothing the objectness and class targets (0.05) keeps `{}` from trusting them fully; {added}",
+                    ctx.train
+                ),
+            );
+        }
+        if w.get("neg_pos_ratio").is_none() {
+            push(
+                vec![set(ctx, "neg_pos_ratio", json!(2.0))],
+                format!(
+                    "the pseudo-labels add many positive images; two background images per image with boxes keeps the detector from firing on every image; {added}"
+                ),
+            );
+        }
+        let confidence = ctx.best["stages"][pseudo.as_str()]["with"]["confidence"]
+            .as_f64()
+            .unwrap_or(0.5);
+        if let (Some(left), Some(labelled)) = (
+            count("unboxed_positives_left_out"),
+            count("pseudo_labelled"),
+        ) && left * 2 > labelled
+            && confidence > 0.3
+        {
+            push(
+                vec![PatchOp::Add {
+                    path: format!("/stages/{pseudo}/with/confidence"),
+                    value: json!(0.3),
+                }],
+                format!(
+                    "the teacher boxed {labelled} unboxed positive images at confidence {confidence} and left {left} out: at 0.3 it labels more of them, trading some label noise for coverage"
+                ),
+            );
+        }
+    }
+
+    // 3. What the request says matters most: missed findings.
+    let fn_averse = task.is_some_and(|t| {
+        t.error_preference == ErrorPreference::MinimizeFalseNegatives || t.priority_class.is_some()
+    });
+    let radius = num(ctx, "center_radius", 2.5);
+    if fn_averse && radius < 3.5 {
+        let recall = best_metric(ctx, "recall")
+            .map(|r| format!("the best round's validation recall is {r:.3}"))
+            .unwrap_or_else(|| best_evidence(ctx));
+        push(
+            vec![set(ctx, "center_radius", json!(radius + 1.0))],
+            format!(
+                "the request says a missed `{target}` is the worst error; a wider centre radius ({radius} -> {} strides) makes more positions around each box responsible for it, so more of the network learns to fire on a `{target}`; {recall}",
+                radius + 1.0
+            ),
+        );
+    }
+
+    // 4. Many false positives: more background per image with boxes.
+    if let (Some(precision), Some(recall)) =
+        (best_metric(ctx, "precision"), best_metric(ctx, "recall"))
+        && precision + 0.1 < recall
+        && w.get("neg_pos_ratio").is_none()
+    {
+        push(
+            vec![set(ctx, "neg_pos_ratio", json!(2.0))],
+            format!(
+                "the best round's validation precision {precision:.3} is well below its recall {recall:.3}: too many false boxes; two background images per image with boxes shows the detector more of what is not a `{target}`"
+            ),
+        );
+    }
+
+    // 5. Loose boxes: the right place, the wrong extent.
+    if let (Some(m50), Some(m5095)) = (best_metric(ctx, "map50"), best_metric(ctx, "map50_95"))
+        && m50 > 0.0
+        && m5095 < 0.5 * m50
+    {
+        let weight = num(ctx, "box_weight", 2.0);
+        push(
+            vec![set(ctx, "box_weight", json!(weight * 2.0))],
+            format!(
+                "the best round finds the boxes (validation mAP@50 {m50:.3}) but places them loosely (mAP@50:95 {m5095:.3}): a heavier box loss ({weight} -> {}) trains tighter boxes",
+                weight * 2.0
+            ),
+        );
+    }
+
+    // 6. Tuning, in the order the training curve suggests.
+    out.extend(tuning(ctx));
     out
 }
 
@@ -674,6 +925,9 @@ impl Proposer for Heuristic {
 /// The action space the random proposer draws from: one parameter of the training stage
 /// set to one value of a grid, within the policy.
 pub fn action_space(ctx: &Context<'_>) -> Vec<Candidate> {
+    if detector(ctx) {
+        return detector_space(ctx);
+    }
     let mut grid: Vec<(&str, Value)> = Vec::new();
     for lr in [1e-4, 3e-4, 1e-3, 3e-3] {
         grid.push(("lr", json!(lr)));
@@ -759,6 +1013,72 @@ pub fn action_space(ctx: &Context<'_>) -> Vec<Candidate> {
                 rationale: format!("drawn at random from the action space: no {k}"),
             });
         }
+    }
+    out
+}
+
+/// The random proposer's space for a `detector.train` stage: one parameter set to one
+/// value of a grid, or the pseudo-labelling stages the heuristic would insert.
+fn detector_space(ctx: &Context<'_>) -> Vec<Candidate> {
+    let mut grid: Vec<(&str, Value)> = Vec::new();
+    for lr in [5e-4, 1e-3, 2e-3, 4e-3] {
+        grid.push(("lr", json!(lr)));
+    }
+    for e in [10, 20, 30, 40] {
+        grid.push(("epochs", json!(e)));
+    }
+    for b in [8, 16, 32] {
+        grid.push(("batch_size", json!(b)));
+    }
+    for s in [64, 96, 128, 160] {
+        grid.push(("image_size", json!(s)));
+    }
+    for a in [0.0, 0.25, 0.5, 0.8] {
+        grid.push(("augment", json!(a)));
+    }
+    for wd in [0.0, 0.01, 0.05, 0.1] {
+        grid.push(("weight_decay", json!(wd)));
+    }
+    for w in [16, 32] {
+        grid.push(("width", json!(w)));
+    }
+    for r in [1.0, 2.0, 3.0] {
+        grid.push(("neg_pos_ratio", json!(r)));
+    }
+    for ls in [0.0, 0.05, 0.1] {
+        grid.push(("label_smoothing", json!(ls)));
+    }
+    for bw in [1.0, 2.0, 4.0] {
+        grid.push(("box_weight", json!(bw)));
+    }
+    for r in [1.5, 2.5, 3.5] {
+        grid.push(("center_radius", json!(r)));
+    }
+    let mut out: Vec<Candidate> = grid
+        .into_iter()
+        .map(|(k, v)| Candidate {
+            patch: vec![set(ctx, k, v.clone())],
+            rationale: format!(
+                "drawn at random from the action space: {k} = {}",
+                inline(&v)
+            ),
+        })
+        .collect();
+    if let Some(op) = unset(ctx, "neg_pos_ratio") {
+        out.push(Candidate {
+            patch: vec![op],
+            rationale: "drawn at random from the action space: no neg_pos_ratio".into(),
+        });
+    }
+    // The insertion of pseudo-labelling is in the policy's space too.
+    if let Some(c) = detector_catalogue(ctx)
+        .into_iter()
+        .find(|c| c.patch.len() > 1)
+    {
+        out.push(Candidate {
+            patch: c.patch,
+            rationale: "drawn at random from the action space: a teacher and a pseudo_label stage feeding the training stage".into(),
+        });
     }
     out
 }
@@ -1066,6 +1386,116 @@ mod tests {
             "{}",
             c.rationale
         );
+    }
+
+    fn wrist() -> Value {
+        json!({
+            "version": 1, "name": "wrist",
+            "task": {"task": "detection", "modality": "wrist_xray", "target": "fracture", "classes": ["fracture"],
+                     "priority_class": "fracture", "error_preference": "minimize_false_negatives",
+                     "objective": {"metric": "map50"}},
+            "datasets": {"images": {"format": "yolo", "root": "data"}},
+            "stages": {
+                "audit": {"uses": "data.audit", "with": {"dataset": "images"}},
+                "train": {"uses": "detector.train", "with": {"dataset": "images", "image_size": 64, "epochs": 20}},
+                "evaluate": {"uses": "evaluate", "with": {"model": "train"}}
+            }
+        })
+    }
+
+    #[test]
+    fn sparse_boxes_lead_a_detector_to_pseudo_labels_then_to_recall() {
+        let best = wrist();
+        let task: TaskSpec = serde_json::from_value(best["task"].clone()).unwrap();
+        let audit = json!({"supervision": {"kind": "boxes", "summary": "63 of 1371 training images have boxes (41 boxes); 1308 have only image-level labels",
+            "splits": {"train": {"images": 1371, "boxed": 63, "image_level_only": 1308, "boxes": 41, "masks": 0}}}});
+        let policy = Policy::default();
+        let mut rounds = vec![round(0, &best, vec![], 0.40, true)];
+        let ctx = |best: &'_ Value, rounds: &'_ [Round], training: Option<&'_ Value>| {
+            let c = Context {
+                task: Some(&task),
+                best,
+                policy: &policy,
+                train: "train",
+                rounds,
+                audit: Some(&audit),
+                attributes: &[],
+                confound: None,
+                training,
+            };
+            Heuristic.propose(&c)
+        };
+        let first = ctx(&best, &rounds, None).unwrap();
+        assert_eq!(
+            summarize(&best, &first.patch),
+            "stages.pseudo: + a pseudo_label stage; stages.teacher: + a detector.train stage; train.from: + [pseudo]"
+        );
+        let new = patch::apply(&best, &first.patch).unwrap();
+        policy::check(&policy, &best, &new).unwrap();
+        assert_eq!(new["stages"]["teacher"]["uses"], "detector.train");
+        assert_eq!(new["stages"]["teacher"]["with"]["image_size"], 64);
+        assert_eq!(new["stages"]["teacher"]["with"]["epochs"], 30);
+        assert_eq!(new["stages"]["pseudo"]["uses"], "pseudo_label");
+        assert_eq!(new["stages"]["pseudo"]["with"]["teacher"], "teacher");
+        assert_eq!(new["stages"]["train"]["with"]["from"], json!(["pseudo"]));
+        assert!(
+            first
+                .rationale
+                .contains("63 of 1371 training images have boxes"),
+            "{}",
+            first.rationale
+        );
+        // Kept: the pseudo-labelled student is the best now. Its training left many
+        // positives out, so after softer targets and more negatives comes a lower confidence.
+        rounds.push(round(1, &best, first.patch.clone(), 0.70, true));
+        let training = json!({"pseudo_labelled": 100, "unboxed_positives_left_out": 300, "train_with_boxes": 163});
+        let mut seen = Vec::new();
+        let mut base = new.clone();
+        for n in 2..6 {
+            let c = ctx(&base, &rounds, Some(&training)).unwrap();
+            let s = summarize(&base, &c.patch);
+            let next = patch::apply(&base, &c.patch).unwrap();
+            policy::check(&policy, &base, &next).unwrap();
+            rounds.push(round(n, &base, c.patch, 0.5, false));
+            seen.push((s, c.rationale));
+            base = new.clone();
+        }
+        let names: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "train.label_smoothing: + 0.05",
+                "train.neg_pos_ratio: + 2.0",
+                "pseudo.confidence: 0.5 -> 0.3",
+                "train.center_radius: + 3.5",
+            ]
+        );
+        assert!(
+            seen[1]
+                .1
+                .contains("163 images with boxes, 100 of them pseudo-labelled"),
+            "{}",
+            seen[1].1
+        );
+        assert!(seen[2].1.contains("left 300 out"), "{}", seen[2].1);
+        // The random proposer draws detector parameters, never classifier ones.
+        let c = Context {
+            task: Some(&task),
+            best: &best,
+            policy: &policy,
+            train: "train",
+            rounds: &rounds[..1],
+            audit: Some(&audit),
+            attributes: &[],
+            confound: None,
+            training: None,
+        };
+        for cand in action_space(&c) {
+            let next = patch::apply(&best, &cand.patch).unwrap();
+            let resolved = resolved(&next["stages"]["train"]);
+            assert!(resolved.is_some(), "{}", summarize(&best, &cand.patch));
+        }
+        assert!(action_space(&c).iter().any(|c| c.patch.len() == 3));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! Scoring a round and the acceptance rule.
 //!
 //! A round is scored from the `metrics.json` its scoring `evaluate` stage wrote on the
-//! validation split: the TaskSpec's objective (AUC when the manifest has no TaskSpec, or
-//! macro AUC for several classes), each of its constraints, and, when the evaluation
-//! analyses a confounder, the partial correlation between the model's output and the
-//! confounder with the label held fixed.
+//! validation split: the TaskSpec's objective (without a TaskSpec: AUC, macro AUC for
+//! several classes, mAP@50 for a detector), each of its constraints, and, when the
+//! evaluation analyses a confounder, the partial correlation between the model's output and
+//! the confounder with the label held fixed.
 //!
 //! **The acceptance rule.** A round is kept when it is better than the best round so far:
 //! 1. a round that meets every constraint beats one that does not;
@@ -143,6 +143,8 @@ pub fn score(task: Option<&TaskSpec>, metrics_json: &Value) -> Result<Score, Str
         None => (
             if metrics.contains_key("auc") {
                 "auc"
+            } else if metrics.contains_key("map50") {
+                "map50"
             } else {
                 "macro_auc"
             },

@@ -106,7 +106,8 @@ pub struct DetectorParams {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("uniqueItems" = true))]
     pub from: Vec<String>,
-    /// Stop when the validation mAP@50 has not improved for this many epochs.
+    /// Stop when the validation mAP@50 has not improved for this many epochs (counted from
+    /// the first epoch whose mAP@50 is above 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub early_stopping: Option<u32>,
