@@ -424,6 +424,10 @@ pub struct SynthArgs {
     /// wrist: share of images whose boxes are kept; the rest have image-level labels only [default: 1].
     #[arg(long, value_name = "F")]
     pub box_fraction: Option<f64>,
+    /// derm: share of melanomas drawn like a nevus but for a small dark patch (and half as
+    /// many atypical nevi), from 0 (the default) to 1.
+    #[arg(long, value_name = "D")]
+    pub difficulty: Option<f64>,
 }
 
 /// Synthetic dataset families.

@@ -60,6 +60,7 @@ pub fn synth(a: &SynthArgs) -> anyhow::Result<ExitCode> {
             a.box_fraction.is_some(),
             &[SynthFamily::Wrist],
         ),
+        ("--difficulty", a.difficulty.is_some(), &[SynthFamily::Derm]),
     ];
     for (flag, set, families) in given {
         if set && !families.contains(&a.family) {
@@ -92,6 +93,7 @@ pub fn synth(a: &SynthArgs) -> anyhow::Result<ExitCode> {
             n: a.n,
             seed: a.seed,
             size: a.size,
+            difficulty: a.difficulty.unwrap_or(0.0),
         }),
         SynthFamily::Wrist => {
             let d = WristOptions::default();

@@ -180,6 +180,7 @@ fn derm_audit_shows_isic_like_imbalance_and_lesion_groups() {
         n: 1200,
         seed: 2,
         size: 24,
+        ..DermOptions::default()
     }));
     let mut spec = Dataset::new(DatasetFormat::Isic2019, root.display().to_string());
     spec.split = Some(SplitSpec {
@@ -309,6 +310,69 @@ fn a_wrist_test_split_is_fixed_in_split_csv_and_fully_boxed() {
     assert!(!plain.join("split.csv").exists());
 }
 
+/// The share of the melanoma images of a derm set that show a blue-grey veil (pixels
+/// clearly bluer than red), one of the obvious melanoma cues.
+fn melanomas_with_a_veil(root: &Path) -> (usize, f64) {
+    let gt = std::fs::read_to_string(root.join("ISIC_2019_Training_GroundTruth.csv")).unwrap();
+    let mel: Vec<String> = gt
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1] == "1.0").then(|| f[0].to_owned())
+        })
+        .collect();
+    let veiled = mel
+        .iter()
+        .filter(|id| {
+            let img = engine_data::image::decode(
+                &root
+                    .join("ISIC_2019_Training_Input")
+                    .join(format!("{id}.jpg")),
+            )
+            .unwrap();
+            img.pixels
+                .chunks(3)
+                .filter(|p| i32::from(p[2]) > i32::from(p[0]) + 25)
+                .count()
+                >= 3
+        })
+        .count();
+    (mel.len(), veiled as f64 / mel.len() as f64)
+}
+
+#[test]
+fn derm_difficulty_takes_the_obvious_cues_from_melanomas() {
+    let options = DermOptions {
+        n: 600,
+        seed: 5,
+        size: 32,
+        ..DermOptions::default()
+    };
+    let (_a, easy) = synth_into(Family::Derm(options.clone()));
+    let (_b, hard) = synth_into(Family::Derm(DermOptions {
+        difficulty: 0.8,
+        ..options
+    }));
+    let (n_easy, veil_easy) = melanomas_with_a_veil(&easy);
+    let (n_hard, veil_hard) = melanomas_with_a_veil(&hard);
+    assert!(
+        n_easy > 50 && n_hard > 50,
+        "{n_easy} and {n_hard} melanomas"
+    );
+    // About 60% of melanomas have a veil; at difficulty 0.8, about a fifth of that.
+    assert!(veil_easy > 0.4, "{veil_easy}");
+    assert!(
+        veil_hard < 0.5 * veil_easy,
+        "{veil_hard} against {veil_easy}"
+    );
+    // The class balance is the generator's either way.
+    let spec = Dataset::new(DatasetFormat::Isic2019, hard.display().to_string());
+    let a = audit::run("isic", &spec, &hard, &salt(), &[]).unwrap();
+    let nv = a.classes.iter().find(|c| c.name == "NV").unwrap().total as f64 / 600.0;
+    assert!(within(nv, 12875.0 / 25331.0, 600, 4.0), "NV share {nv}");
+}
+
 fn tree_digest(root: &Path) -> BTreeMap<String, String> {
     walkdir(root)
         .into_iter()
@@ -351,6 +415,7 @@ fn the_same_seed_writes_the_same_files() {
             n: 20,
             size: 24,
             seed: 9,
+            ..DermOptions::default()
         }),
         Family::Wrist(WristOptions {
             n: 20,

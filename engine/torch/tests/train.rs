@@ -139,6 +139,7 @@ fn it_learns_the_eight_dermoscopy_classes() {
             n: 1200,
             size: 48,
             seed: 4,
+            ..DermOptions::default()
         }),
         &root,
     )
@@ -309,6 +310,7 @@ fn settings_that_do_not_fit_the_task_are_refused_in_words() {
             n: 80,
             size: 16,
             seed: 4,
+            ..DermOptions::default()
         }),
         &root,
     )

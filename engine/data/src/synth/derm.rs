@@ -13,6 +13,11 @@
 //! - DF: small, a brown ring around a pale centre;
 //! - VASC: clustered red-purple lobules;
 //! - SCC: a red keratotic nodule with a yellow-white central crust.
+//!
+//! `--difficulty D` (0 to 1, default 0) makes melanoma against nevus harder: a share D of
+//! the melanomas are featureless, shaped and coloured like a nevus and told apart only by
+//! one small, very dark off-centre patch and a slightly larger size, and a share D/2 of the
+//! nevi are atypical, with an off-centre patch of a darker brown.
 
 use std::f32::consts::TAU;
 use std::fmt::Write as _;
@@ -36,6 +41,8 @@ pub struct DermOptions {
     pub seed: u64,
     /// Width and height in pixels.
     pub size: usize,
+    /// Share of featureless (nevus-like) melanomas; half of it, of atypical nevi.
+    pub difficulty: f64,
 }
 
 impl Default for DermOptions {
@@ -44,6 +51,7 @@ impl Default for DermOptions {
             n: 2000,
             seed: 0,
             size: 128,
+            difficulty: 0.0,
         }
     }
 }
@@ -60,6 +68,8 @@ struct Lesion {
     colors: Vec<[f32; 3]>,
     skin: [f32; 3],
     seed: u64,
+    /// A melanoma drawn like a nevus (its second colour a small dark patch).
+    featureless: bool,
 }
 
 fn jitter(rng: &mut Rng, c: [f32; 3], by: f64) -> [f32; 3] {
@@ -67,7 +77,7 @@ fn jitter(rng: &mut Rng, c: [f32; 3], by: f64) -> [f32; 3] {
 }
 
 impl Lesion {
-    fn draw(rng: &mut Rng, class: usize) -> Lesion {
+    fn draw(rng: &mut Rng, class: usize, difficulty: f64) -> Lesion {
         let skin = jitter(rng, [0.86, 0.68, 0.58], 0.07);
         let mut wobble = Vec::new();
         let harmonics = |rng: &mut Rng, amp: f64, n: usize| -> Vec<(f32, f32, f32)> {
@@ -82,12 +92,31 @@ impl Lesion {
                 .collect()
         };
         let brown = jitter(rng, [0.45, 0.28, 0.18], 0.06);
+        // Drawn only with a difficulty, so that the default images stay as they were.
+        let hard = |rng: &mut Rng, p: f64| difficulty > 0.0 && rng.chance(p);
+        let mut featureless = false;
         let (radius, aspect, colors) = match CLASSES[class] {
             "NV" => {
                 // Most nevi are regular; some are not.
                 let amp = if rng.chance(0.2) { 0.12 } else { 0.04 };
                 wobble = harmonics(rng, amp, 3);
-                (rng.range(0.16, 0.28), rng.range(0.8, 1.0), vec![brown])
+                let mut c = vec![brown];
+                if hard(rng, difficulty / 2.0) {
+                    // Atypical: an off-centre patch of a darker brown.
+                    c.push(brown.map(|v| v * 0.72));
+                }
+                (rng.range(0.16, 0.28), rng.range(0.8, 1.0), c)
+            }
+            "MEL" if hard(rng, difficulty) => {
+                // Featureless: a nevus's shape and colour, slightly larger, with one small,
+                // very dark off-centre patch.
+                featureless = true;
+                wobble = harmonics(rng, 0.05, 3);
+                (
+                    rng.range(0.2, 0.3),
+                    rng.range(0.8, 1.0),
+                    vec![brown, jitter(rng, [0.14, 0.09, 0.08], 0.03)],
+                )
             }
             "MEL" => {
                 let amp = if rng.chance(0.25) { 0.06 } else { 0.16 };
@@ -157,6 +186,7 @@ impl Lesion {
             colors,
             skin,
             seed: rng.below(u64::MAX),
+            featureless,
         }
     }
 
@@ -195,31 +225,45 @@ fn image(rng: &mut Rng, s: usize, l: &Lesion) -> Canvas {
     );
     let r = l.radius * sf * rng.range(0.92, 1.08) as f32;
     let mut lr = Rng::stream(l.seed, 0);
+    // An off-centre patch of colour `c` inside the lesion, its radii a share of `r`.
+    let mut patch = |img: &mut Canvas, c: &[f32; 3], size: (f64, f64)| {
+        let (ox, oy) = (
+            lr.range(-0.4, 0.4) as f32 * r,
+            lr.range(-0.4, 0.4) as f32 * r,
+        );
+        let blob = ellipse(
+            cx + ox,
+            cy + oy,
+            r * lr.range(size.0, size.1) as f32,
+            r * lr.range(size.0 - 0.05, size.1 - 0.05) as f32,
+            lr.range(0.0, 3.0) as f32,
+            3.0,
+        );
+        let inside = l.outline(cx, cy, r, 0.95);
+        img.paint(c, |x, y| blob(x, y).min(inside(x, y)) * 0.85);
+    };
+    let nevus = |img: &mut Canvas| {
+        img.paint(&l.colors[0], l.outline(cx, cy, r, 1.0));
+        let core = l.colors[0].map(|v| v * 0.85);
+        img.paint(&core, l.outline(cx, cy, r, 0.6));
+    };
     match CLASSES[l.class] {
+        "MEL" if l.featureless => {
+            nevus(&mut img);
+            patch(&mut img, &l.colors[1], (0.15, 0.25));
+        }
         "MEL" => {
             img.paint(&l.colors[0], l.outline(cx, cy, r, 1.0));
             // Off-centre darker and veil regions make it asymmetric.
             for c in &l.colors[1..] {
-                let (ox, oy) = (
-                    lr.range(-0.4, 0.4) as f32 * r,
-                    lr.range(-0.4, 0.4) as f32 * r,
-                );
-                let blob = ellipse(
-                    cx + ox,
-                    cy + oy,
-                    r * lr.range(0.25, 0.5) as f32,
-                    r * lr.range(0.2, 0.45) as f32,
-                    lr.range(0.0, 3.0) as f32,
-                    3.0,
-                );
-                let inside = l.outline(cx, cy, r, 0.95);
-                img.paint(c, |x, y| blob(x, y).min(inside(x, y)) * 0.85);
+                patch(&mut img, c, (0.25, 0.5));
             }
         }
         "NV" => {
-            img.paint(&l.colors[0], l.outline(cx, cy, r, 1.0));
-            let core = l.colors[0].map(|v| v * 0.85);
-            img.paint(&core, l.outline(cx, cy, r, 0.6));
+            nevus(&mut img);
+            for c in &l.colors[1..] {
+                patch(&mut img, c, (0.2, 0.35));
+            }
         }
         "BCC" => {
             img.paint(&l.colors[0], l.outline(cx, cy, r, 1.0));
@@ -313,7 +357,7 @@ pub(crate) fn write(out: &Path, o: &DermOptions) -> Result<String, SynthError> {
     let mut lesion_no = 0usize;
     while images.len() < o.n {
         let class = plan.weighted(&WEIGHTS);
-        let lesion = Lesion::draw(&mut plan, class);
+        let lesion = Lesion::draw(&mut plan, class, o.difficulty);
         let views = if plan.chance(0.2) { 2 } else { 1 };
         for _ in 0..views.min(o.n - images.len()) {
             images.push((lesion_no, lesion.clone()));

@@ -93,7 +93,7 @@ pub fn write(family: &Family, out: &Path) -> Result<String, SynthError> {
             ("--test-drain-given-positive", o.test_drain_given_positive),
             ("--test-drain-given-negative", o.test_drain_given_negative),
         ],
-        Family::Derm(_) => vec![],
+        Family::Derm(o) => vec![("--difficulty", o.difficulty)],
         Family::Wrist(o) => vec![
             ("--positive-rate", o.positive_rate),
             ("--box-fraction", o.box_fraction),
