@@ -39,7 +39,6 @@ use engine_core::metrics::rng::Xoshiro256;
 use engine_core::metrics::{DetectionData, DetectionOptions};
 use engine_core::stages::detect::DetectorParams;
 use engine_data::imagecache::{self, Letterbox};
-use engine_data::salt::Salt;
 use engine_data::{Catalog, Item};
 use serde_json::json;
 use tch::nn::{self, OptimizerConfig};
@@ -113,24 +112,19 @@ pub(crate) fn usable(item: &Item, negatives: bool) -> bool {
 }
 
 fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
-    let (spec, root) = job.dataset(&p.dataset)?;
     let fingerprint = job
         .dataset_fingerprints
         .get(&p.dataset)
         .cloned()
         .unwrap_or_default();
-    let salt = Salt::for_workspace(&job.workspace)
-        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    let (spec, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
     if catalog.box_classes.is_empty() {
         return Err(format!(
             "dataset `{}` has no box classes; a detector trains on a `yolo` dataset",
             p.dataset
         ));
     }
-    let partition = catalog
-        .partition(&spec.split.clone().unwrap_or_default())
-        .map_err(|e| e.render())?;
+    let partition = crate::train::split(spec, catalog)?;
     // Pseudo-labels fill in the boxes of unboxed positives, with their weights.
     let pseudo = read_pseudo_labels(job, p)?;
     let mut weights = std::collections::HashMap::new();

@@ -11,7 +11,6 @@ use engine_core::manifest::StageParams;
 use engine_core::metrics::{BinaryData, BinaryOptions};
 use engine_core::stages::predict::{PredictParams, Threshold};
 use engine_core::stages::train::Backbone;
-use engine_data::salt::Salt;
 use serde::Deserialize;
 use serde_json::json;
 use tch::nn;
@@ -110,10 +109,7 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
     }
     let (threshold, rule, val) = threshold(p, model_dir)?;
 
-    let (spec, root) = job.dataset(&p.dataset)?;
-    let salt = Salt::for_workspace(&job.workspace)
-        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    let (_, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
     let images = catalog.images();
     let fingerprint = job
         .dataset_fingerprints

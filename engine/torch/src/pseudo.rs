@@ -7,7 +7,6 @@ use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
 use engine_core::stages::pseudo::Unconfident;
 use engine_data::imagecache::Letterbox;
-use engine_data::salt::Salt;
 use serde_json::json;
 
 use crate::detect::{Detection, Trained, detect, letterboxed};
@@ -36,18 +35,13 @@ fn label(
     teacher: &Trained,
     device: tch::Device,
 ) -> Result<(), String> {
-    let (spec, root) = job.dataset(&p.dataset)?;
     let fingerprint = job
         .dataset_fingerprints
         .get(&p.dataset)
         .cloned()
         .unwrap_or_default();
-    let salt = Salt::for_workspace(&job.workspace)
-        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
-    let partition = catalog
-        .partition(&spec.split.clone().unwrap_or_default())
-        .map_err(|e| e.render())?;
+    let (spec, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
+    let partition = crate::train::split(spec, catalog)?;
     let catalog = partition.catalog();
     let items: Vec<_> = partition
         .train()

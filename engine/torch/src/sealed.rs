@@ -10,7 +10,6 @@ use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
 use engine_core::stages::detect::DetectorParams;
 use engine_data::TestKey;
-use engine_data::salt::Salt;
 
 use crate::detect::{
     Images, Trained, coco_detections, detect, ground_truth, samples, usable, write_coco,
@@ -42,14 +41,9 @@ pub fn test_predictions(
         }
     };
     let device = crate::parse_device(device).map_err(|e| e.to_string())?;
-    let (spec, root) = job.dataset(&p.dataset)?;
-    let salt = Salt::for_workspace(&job.workspace)
-        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let mut catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    let (spec, root, mut catalog) = crate::train::read_dataset(job, &p.dataset)?;
     attach_from(job, &p, &mut catalog)?;
-    let partition = catalog
-        .partition(&spec.split.clone().unwrap_or_default())
-        .map_err(|e| e.render())?;
+    let partition = crate::train::split(spec, catalog)?;
     let key = TestKey::record(&job.workspace, &p.dataset, purpose)
         .map_err(|e| format!("cannot record the opening of the test split: {e}"))?;
     let items = partition.test(&key).to_vec();
@@ -104,13 +98,8 @@ fn test_detections(
     device: &str,
 ) -> Result<usize, String> {
     let device = crate::parse_device(device).map_err(|e| e.to_string())?;
-    let (spec, root) = job.dataset(&p.dataset)?;
-    let salt = Salt::for_workspace(&job.workspace)
-        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
-    let partition = catalog
-        .partition(&spec.split.clone().unwrap_or_default())
-        .map_err(|e| e.render())?;
+    let (spec, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
+    let partition = crate::train::split(spec, catalog)?;
     let key = TestKey::record(&job.workspace, &p.dataset, purpose)
         .map_err(|e| format!("cannot record the opening of the test split: {e}"))?;
     let all = partition.test(&key);

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use engine_core::job::StageJob;
-use engine_core::manifest::StageParams;
+use engine_core::manifest::{Dataset, StageParams};
 use engine_core::metrics::rng::Xoshiro256;
 use engine_core::metrics::{BinaryData, MulticlassData};
 use engine_core::stages::train::{Loss, LossKind, SamplerKind, TrainParams};
 use engine_data::imagecache;
 use engine_data::salt::Salt;
-use engine_data::{Catalog, Item};
+use engine_data::{Catalog, Item, Partition};
 use serde_json::json;
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -43,6 +43,26 @@ pub(crate) fn exclusive<T>(
             crate::error::panic_message(payload.as_ref())
         ))
     })
+}
+
+/// The job's dataset `name`: its declaration, its root, and its catalog read with the
+/// workspace's salt (patients appear only as salted hashes).
+pub(crate) fn read_dataset<'j>(
+    job: &'j StageJob,
+    name: &str,
+) -> Result<(&'j Dataset, &'j Path, Catalog), String> {
+    let (spec, root) = job.dataset(name)?;
+    let salt = Salt::for_workspace(&job.workspace)
+        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
+    let catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    Ok((spec, root, catalog))
+}
+
+/// `catalog` split as the dataset `spec` declares it (the test split stays sealed).
+pub(crate) fn split(spec: &Dataset, catalog: Catalog) -> Result<Partition, String> {
+    catalog
+        .partition(&spec.split.clone().unwrap_or_default())
+        .map_err(|e| e.render())
 }
 
 /// Runs a `classifier.train` job; the error says what went wrong in a sentence.
@@ -78,15 +98,12 @@ pub(crate) fn progress(fraction: f64, message: &str) {
 }
 
 fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
-    let (spec, root) = job.dataset(&p.dataset)?;
     let fingerprint = job
         .dataset_fingerprints
         .get(&p.dataset)
         .cloned()
         .unwrap_or_default();
-    let salt = Salt::for_workspace(&job.workspace)
-        .map_err(|e| format!("cannot read the workspace's salt: {e}"))?;
-    let mut catalog = engine_data::read(spec, root, &salt).map_err(|e| e.render())?;
+    let (spec, root, mut catalog) = crate::train::read_dataset(job, &p.dataset)?;
     attach_from(job, p, &mut catalog)?;
     for (name, field) in p.attribute_uses() {
         if !catalog.attributes.iter().any(|a| a == name) {
@@ -101,9 +118,7 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
             ));
         }
     }
-    let partition = catalog
-        .partition(&spec.split.clone().unwrap_or_default())
-        .map_err(|e| e.render())?;
+    let partition = crate::train::split(spec, catalog)?;
     let (train, val) = (partition.train().to_vec(), partition.val().to_vec());
     if train.is_empty() || val.is_empty() {
         return Err(format!(
