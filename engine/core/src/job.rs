@@ -71,6 +71,14 @@ impl StageJob {
             .ok_or_else(|| format!("the job has no root for dataset `{name}`"))?;
         Ok((spec, root))
     }
+
+    /// The content fingerprint of dataset `name` (empty when the job carries none), which
+    /// keys the image caches made from it.
+    pub fn fingerprint(&self, name: &str) -> &str {
+        self.dataset_fingerprints
+            .get(name)
+            .map_or("", String::as_str)
+    }
 }
 
 /// Runs a job of a kind the core implements.

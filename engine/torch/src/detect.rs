@@ -112,11 +112,7 @@ pub(crate) fn usable(item: &Item, negatives: bool) -> bool {
 }
 
 fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
-    let fingerprint = job
-        .dataset_fingerprints
-        .get(&p.dataset)
-        .cloned()
-        .unwrap_or_default();
+    let fingerprint = job.fingerprint(&p.dataset);
     let (spec, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
     if catalog.box_classes.is_empty() {
         return Err(format!(
@@ -183,7 +179,7 @@ fn prepare(job: &StageJob, p: &DetectorParams) -> Result<Prepared, String> {
     let mut out = Vec::new();
     for (name, items) in [("training", &train), ("validation", &val)] {
         let what = Images {
-            fingerprint: &fingerprint,
+            fingerprint,
             root,
             catalog: &catalog,
             size,
@@ -1450,38 +1446,23 @@ mod tests {
         }]];
         let grid = cells(64);
         let mut opt = nn::Adam::default().build(&vs, 1e-2).unwrap();
-        let first = loss(
-            &net.forward(&img, true),
-            &targets,
-            &[1.0],
-            &grid,
-            &p,
-            Device::Cpu,
-        )
-        .0
-        .double_value(&[]);
-        for _ in 0..30 {
-            let (l, n) = loss(
+        let step = || {
+            loss(
                 &net.forward(&img, true),
                 &targets,
                 &[1.0],
                 &grid,
                 &p,
                 Device::Cpu,
-            );
+            )
+        };
+        let first = step().0.double_value(&[]);
+        for _ in 0..30 {
+            let (l, n) = step();
             assert!(n > 0.0);
             opt.backward_step(&l);
         }
-        let last = loss(
-            &net.forward(&img, true),
-            &targets,
-            &[1.0],
-            &grid,
-            &p,
-            Device::Cpu,
-        )
-        .0
-        .double_value(&[]);
+        let last = step().0.double_value(&[]);
         assert!(last < first * 0.5, "{first} -> {last}");
     }
 

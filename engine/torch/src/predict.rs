@@ -111,16 +111,12 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
 
     let (_, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
     let images = catalog.images();
-    let fingerprint = job
-        .dataset_fingerprints
-        .get(&p.dataset)
-        .cloned()
-        .unwrap_or_default();
+    let fingerprint = job.fingerprint(&p.dataset);
     let ids: Vec<&str> = images.iter().map(|(id, _)| id.as_str()).collect();
     let paths: Vec<PathBuf> = images.iter().map(|(_, path)| root.join(path)).collect();
     let cache = image_cache(
         job,
-        &fingerprint,
+        fingerprint,
         &ids,
         &paths,
         config.image_size as usize,

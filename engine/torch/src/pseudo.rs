@@ -35,11 +35,7 @@ fn label(
     teacher: &Trained,
     device: tch::Device,
 ) -> Result<(), String> {
-    let fingerprint = job
-        .dataset_fingerprints
-        .get(&p.dataset)
-        .cloned()
-        .unwrap_or_default();
+    let fingerprint = job.fingerprint(&p.dataset);
     let (spec, root, catalog) = crate::train::read_dataset(job, &p.dataset)?;
     let partition = crate::train::split(spec, catalog)?;
     let catalog = partition.catalog();
@@ -61,7 +57,7 @@ fn label(
         );
         let (info, sizes, failed) = letterboxed(
             job,
-            &fingerprint,
+            fingerprint,
             root,
             &items,
             size,

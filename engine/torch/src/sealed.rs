@@ -56,16 +56,12 @@ pub fn test_predictions(
     crate::train::exclusive(p.threads.unwrap_or(job.cpus), || {
         let model = load_model(&job.out_dir, &job.stage, device)?;
         let c = &model.config;
-        let fingerprint = job
-            .dataset_fingerprints
-            .get(&p.dataset)
-            .cloned()
-            .unwrap_or_default();
+        let fingerprint = job.fingerprint(&p.dataset);
         let ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
         let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
         let cache = image_cache(
             job,
-            &fingerprint,
+            fingerprint,
             &ids,
             &paths,
             c.image_size as usize,
@@ -125,13 +121,9 @@ fn test_detections(
                 .ok_or_else(|| format!("the config.json of stage `{}` has no `{k}`", job.stage))
         };
         let channels = num("channels")? as usize;
-        let fingerprint = job
-            .dataset_fingerprints
-            .get(&p.dataset)
-            .cloned()
-            .unwrap_or_default();
+        let fingerprint = job.fingerprint(&p.dataset);
         let what = Images {
-            fingerprint: &fingerprint,
+            fingerprint,
             root,
             catalog: partition.catalog(),
             size: num("image_size")? as usize,

@@ -98,11 +98,7 @@ pub(crate) fn progress(fraction: f64, message: &str) {
 }
 
 fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
-    let fingerprint = job
-        .dataset_fingerprints
-        .get(&p.dataset)
-        .cloned()
-        .unwrap_or_default();
+    let fingerprint = job.fingerprint(&p.dataset);
     let (spec, root, mut catalog) = crate::train::read_dataset(job, &p.dataset)?;
     attach_from(job, p, &mut catalog)?;
     for (name, field) in p.attribute_uses() {
@@ -144,7 +140,7 @@ fn prepare(job: &StageJob, p: &TrainParams) -> Result<Prepared, String> {
         let paths: Vec<PathBuf> = items.iter().map(|i| root.join(&i.path)).collect();
         caches.push(image_cache(
             job,
-            &fingerprint,
+            fingerprint,
             &ids,
             &paths,
             size,

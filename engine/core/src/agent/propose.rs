@@ -739,16 +739,76 @@ fn tuning(ctx: &Context<'_>) -> Vec<Candidate> {
         .collect()
 }
 
+/// The detector's first change when the audit finds sparse boxes and nothing
+/// pseudo-labels them yet: a teacher `detector.train` on the boxed images, a
+/// `pseudo_label` stage with its confident boxes, and the training stage reading them.
+fn pseudo_labelling(ctx: &Context<'_>) -> Option<Candidate> {
+    let w = with(ctx);
+    if w.get("from")
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty())
+    {
+        return None;
+    }
+    let summary = sparse_boxes(ctx)?;
+    let target = finding(ctx);
+    let teacher = free_id(ctx, "teacher");
+    let pseudo = free_id(ctx, "pseudo");
+    let dataset = w.get("dataset").cloned().unwrap_or(Value::Null);
+    let mut tw = json!({
+        "dataset": dataset,
+        "image_size": num(ctx, "image_size", 128.0) as u64,
+        "epochs": (num(ctx, "epochs", 30.0) as u64).max(30),
+        "early_stopping": 10,
+    });
+    if let Some(width) = w.get("width") {
+        tw["width"] = width.clone();
+    }
+    Some(Candidate {
+        patch: vec![
+            PatchOp::Add {
+                path: format!("/stages/{teacher}"),
+                value: json!({
+                    "description": "Learns from the boxed images (and the negatives) to box the other positives.",
+                    "uses": "detector.train",
+                    "with": tw,
+                }),
+            },
+            PatchOp::Add {
+                path: format!("/stages/{pseudo}"),
+                value: json!({
+                    "description": "The teacher's confident boxes on the positive images that have none.",
+                    "uses": "pseudo_label",
+                    "with": {"teacher": teacher, "dataset": dataset, "confidence": 0.5, "max_boxes": 3},
+                }),
+            },
+            set(ctx, "from", json!([pseudo])),
+        ],
+        rationale: format!(
+            "the audit finds that {summary}: `{}` learns only from the boxed images and leaves the other `{target}` images out. A teacher (`{teacher}`, trained on the boxed images and the negatives) boxes those positives where it is confident (0.5 or more, `{pseudo}`), and `{}` learns from both; {}",
+            ctx.train,
+            ctx.train,
+            best_evidence(ctx)
+        ),
+    })
+}
+
+/// What the detector finds, for rationales.
+fn finding(ctx: &Context<'_>) -> String {
+    ctx.task
+        .and_then(|t| t.target.clone().or_else(|| t.priority_class.clone()))
+        .unwrap_or_else(|| "finding".into())
+}
+
 /// The heuristic catalogue for a `detector.train` stage, in the order it is walked.
 fn detector_catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
-    let mut out: Vec<Candidate> = Vec::new();
+    // 1. Sparse boxes: a teacher on the boxed images labels the image-level positives.
+    let mut out: Vec<Candidate> = pseudo_labelling(ctx).into_iter().collect();
     let mut push =
         |patch: Vec<PatchOp>, rationale: String| out.push(Candidate { patch, rationale });
     let w = with(ctx);
     let task = ctx.task;
-    let target = task
-        .and_then(|t| t.target.clone().or_else(|| t.priority_class.clone()))
-        .unwrap_or_else(|| "finding".into());
+    let target = finding(ctx);
     let from: Vec<String> = w
         .get("from")
         .and_then(Value::as_array)
@@ -760,51 +820,6 @@ fn detector_catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         .unwrap_or_default();
     let training = ctx.training;
     let count = |k: &str| training.and_then(|t| t[k].as_u64());
-
-    // 1. Sparse boxes: a teacher on the boxed images labels the image-level positives.
-    if from.is_empty()
-        && let Some(summary) = sparse_boxes(ctx)
-    {
-        let teacher = free_id(ctx, "teacher");
-        let pseudo = free_id(ctx, "pseudo");
-        let dataset = w.get("dataset").cloned().unwrap_or(Value::Null);
-        let mut tw = json!({
-            "dataset": dataset,
-            "image_size": num(ctx, "image_size", 128.0) as u64,
-            "epochs": (num(ctx, "epochs", 30.0) as u64).max(30),
-            "early_stopping": 10,
-        });
-        if let Some(width) = w.get("width") {
-            tw["width"] = width.clone();
-        }
-        push(
-            vec![
-                PatchOp::Add {
-                    path: format!("/stages/{teacher}"),
-                    value: json!({
-                        "description": "Learns from the boxed images (and the negatives) to box the other positives.",
-                        "uses": "detector.train",
-                        "with": tw,
-                    }),
-                },
-                PatchOp::Add {
-                    path: format!("/stages/{pseudo}"),
-                    value: json!({
-                        "description": "The teacher's confident boxes on the positive images that have none.",
-                        "uses": "pseudo_label",
-                        "with": {"teacher": teacher, "dataset": dataset, "confidence": 0.5, "max_boxes": 3},
-                    }),
-                },
-                set(ctx, "from", json!([pseudo])),
-            ],
-            format!(
-                "the audit finds that {summary}: `{}` learns only from the boxed images and leaves the other `{target}` images out. A teacher (`{teacher}`, trained on the boxed images and the negatives) boxes those positives where it is confident (0.5 or more, `{pseudo}`), and `{}` learns from both; {}",
-                ctx.train,
-                ctx.train,
-                best_evidence(ctx)
-            ),
-        );
-    }
 
     // 2. Pseudo-labels are a teacher's guesses: softer targets, more negatives, and a
     // lower confidence when the teacher left many positives out.
@@ -1071,10 +1086,7 @@ fn detector_space(ctx: &Context<'_>) -> Vec<Candidate> {
         });
     }
     // The insertion of pseudo-labelling is in the policy's space too.
-    if let Some(c) = detector_catalogue(ctx)
-        .into_iter()
-        .find(|c| c.patch.len() > 1)
-    {
+    if let Some(c) = pseudo_labelling(ctx) {
         out.push(Candidate {
             patch: c.patch,
             rationale: "drawn at random from the action space: a teacher and a pseudo_label stage feeding the training stage".into(),
