@@ -23,10 +23,12 @@
 #                        was the fastest on this machine (5,000 images: 350-390 images/s
 #                        against 260-290 for v1; v2 on PIL was the slowest); short trials are
 #                        noisy, so `auto` can pick v1 by a few per cent
-#   ENGINE_ENV=THP_MEM_ALLOC_ENABLE=1
+#   ENGINE_ENV="THP_MEM_ALLOC_ENABLE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824"
 #                        environment for engine-worker only; `engine` starts its worker with
-#                        THP_MEM_ALLOC_ENABLE=1 (libtorch's huge-page allocations), so the
-#                        default measures what a stage gets; the results record it
+#                        these (libtorch's huge-page allocations; glibc keeping freed batches
+#                        for the next instead of unmapping them: WORKER_MALLOC in
+#                        engine/cli/src/commands.rs), so the default measures what a stage
+#                        gets; the results record it
 #   BENCH_WORK=bench/work/image-pipeline        data and per-run output (git-ignored)
 #   BENCH_VENV=bench/work/venv-image-pipeline   the peer's venv: torch, torchvision, pillow, numpy
 #   TORCH_SPEC=torch==2.11.0                    what `pip install` gets for torch (the libtorch
@@ -39,12 +41,15 @@
 # every batch):
 #   ours: `engine-worker bench-images DIR --cache CACHE --size 224 --epochs 3 --batch 64
 #         --threads 2 --device cpu` (release build, fresh cache every run). Epoch 1: decode
-#         every JPEG on 2 threads, resize the shorter side to 224 (triangle filter) and centre
-#         crop, write the uint8 NCHW cache, map it with libtorch and augment every batch (see
-#         engine/torch/src/images.rs, `Augment::default()`: flip p 0.5, affine_grid +
-#         grid_sample with rotation ±10°, translation ±5 %, scale 0.9-1.1, bilinear, border
-#         padding; brightness and contrast ±20 %; ImageNet normalisation; float32).
-#         Later epochs: augment from the cache. Batches of 64 in a seeded shuffled order.
+#         every JPEG on 2 threads, resize the shorter side to 224 (triangle filter, SIMD
+#         convolutions) and centre crop, write the uint8 NCHW cache, map it with libtorch and
+#         augment every batch (engine/torch/src/images.rs, `Augment::default()`: flip p 0.5,
+#         an affine warp with rotation ±10°, translation ±5 %, scale 0.9-1.1, bilinear,
+#         border padding; brightness and contrast ±20 %; ImageNet normalisation; float32; on
+#         the CPU one fused pass per image from the cache, engine/data/src/augment.rs, which
+#         computes what affine_grid + grid_sample and the tensor operations of the GPU path
+#         compute). Later epochs: augment from the cache. Batches of 64 in a seeded shuffled
+#         order.
 #   peer: bench/image_pipeline.py: a Dataset over the sorted JPEG paths (PIL open, RGB,
 #         Resize(224), CenterCrop(224), RandomHorizontalFlip, RandomAffine(10, (0.05, 0.05),
 #         (0.9, 1.1)), ColorJitter(0.2, 0.2), to float, Normalize(ImageNet)) and
@@ -67,7 +72,7 @@ BATCH="${BATCH:-64}"
 THREADS="${THREADS:-2}"
 RUNS="${RUNS:-1}"
 PEER_TRANSFORMS="${PEER_TRANSFORMS:-v2-tensor}"
-ENGINE_ENV="${ENGINE_ENV-THP_MEM_ALLOC_ENABLE=1}"
+ENGINE_ENV="${ENGINE_ENV-THP_MEM_ALLOC_ENABLE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824}"
 BENCH_WORK="${BENCH_WORK:-$here/work/image-pipeline}"
 BENCH_VENV="${BENCH_VENV:-$here/work/venv-image-pipeline}"
 TORCH_SPEC="${TORCH_SPEC:-torch==2.11.0}"

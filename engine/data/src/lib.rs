@@ -12,6 +12,7 @@
 //! opened.
 
 pub mod audit;
+pub mod augment;
 pub mod dicom;
 mod error;
 pub mod image;

@@ -1,10 +1,12 @@
 //! Images on the training device: the decoded-image cache of `engine-data` mapped with
 //! libtorch's `from_file` and moved whole to the device when it fits, batches gathered by
-//! index, and augmentation (flips, affine and crop, intensity) as seeded tensor operations on
-//! the device. When the cache does not fit, batches are gathered from the mapped file on the
-//! CPU and moved one at a time.
+//! index, and seeded augmentation (flips, affine and crop, intensity): tensor operations on
+//! a GPU; on the CPU one fused pass per image ([`engine_data::augment`]) straight from the
+//! mapped cache into the batch tensor. When the cache does not fit on the device, batches
+//! are gathered from the mapped file on the CPU and moved one at a time.
 
 use engine_core::metrics::rng::Xoshiro256;
+use engine_data::augment::{self, Draw, Padding};
 use engine_data::imagecache::{CacheInfo, HEADER_BYTES};
 use tch::{Device, Kind, Tensor};
 
@@ -131,7 +133,149 @@ impl Augment {
 
     /// [`Augment::apply`], with uint8 masks `N x 1 x S x S` (255 inside) moved by the same
     /// flips and affine warps (bilinear, zeros outside) into floats from 0 to 1.
+    ///
+    /// On the CPU the work is one fused pass per image ([`engine_data::augment`]) on
+    /// libtorch's intra-op threads; on other devices it is tensor operations on the device.
+    /// Both compute the same thing.
     pub fn apply_with_masks(
+        &self,
+        batch: &Tensor,
+        masks: Option<&Tensor>,
+        seed: u64,
+        first_index: u64,
+    ) -> Result<(Tensor, Option<Tensor>), Error> {
+        let size = batch.size();
+        let square = size.len() == 4 && size[2] == size[3];
+        if !(batch.device() == Device::Cpu && batch.kind() == Kind::Uint8 && square) {
+            return self.tensor_ops(batch, masks, seed, first_index);
+        }
+        let batch = batch.f_contiguous()?;
+        let masks = masks.map(Tensor::f_contiguous).transpose()?;
+        let (c, s) = (size[1] as usize, size[2] as usize);
+        cpu::read_u8(&batch, |images| {
+            let images: Vec<&[u8]> = images.chunks(c * s * s).collect();
+            match &masks {
+                Some(m) => cpu::read_u8(m, |m| {
+                    let m: Vec<&[u8]> = m.chunks(s * s).collect();
+                    self.fused(&images, Some(&m), c, s, seed, first_index)
+                })?,
+                None => self.fused(&images, None, c, s, seed, first_index),
+            }
+        })?
+    }
+
+    /// [`Augment::apply_with_masks`] on the images at `indices` of `images` (and of `masks`):
+    /// on the CPU straight from the cache, without gathering a uint8 batch first.
+    pub fn apply_indices(
+        &self,
+        images: &DeviceImages,
+        masks: Option<&DeviceImages>,
+        indices: &[i64],
+        seed: u64,
+        first_index: u64,
+    ) -> Result<(Tensor, Option<Tensor>), Error> {
+        let on_cpu = |d: &DeviceImages| d.device == Device::Cpu && d.data.device() == Device::Cpu;
+        if !(on_cpu(images) && masks.is_none_or(on_cpu)) {
+            let x = images.batch(indices)?;
+            let m = masks.map(|m| m.batch(indices)).transpose()?;
+            return self.apply_with_masks(&x, m.as_ref(), seed, first_index);
+        }
+        let (c, s) = (images.info.channels, images.info.size);
+        fn pick<'a>(
+            all: &'a [u8],
+            indices: &[i64],
+            per: usize,
+            n: usize,
+        ) -> Result<Vec<&'a [u8]>, Error> {
+            indices
+                .iter()
+                .map(|&i| {
+                    let k = usize::try_from(i).ok().filter(|k| *k < n).ok_or_else(|| {
+                        Error::SelfTest(format!("image index {i} of a cache of {n}"))
+                    })?;
+                    all.get(k * per..(k + 1) * per)
+                        .ok_or_else(|| Error::SelfTest(format!("the cache holds no image {k}")))
+                })
+                .collect()
+        }
+        cpu::read_u8(&images.data, |all| {
+            let picked = pick(all, indices, c * s * s, images.len())?;
+            match masks {
+                Some(m) => cpu::read_u8(&m.data, |all_m| {
+                    let m = pick(all_m, indices, s * s, m.len())?;
+                    self.fused(&picked, Some(&m), c, s, seed, first_index)
+                })?,
+                None => self.fused(&picked, None, c, s, seed, first_index),
+            }
+        })?
+    }
+
+    /// Each sample's random draws: its parameters come from its own stream of `seed`.
+    fn draws(&self, n: usize, seed: u64, first_index: u64) -> Vec<Draw> {
+        (0..n as u64)
+            .map(|i| {
+                let mut r = Xoshiro256::stream(seed, first_index + i);
+                let flip = if unif(&mut r, 0.0, 1.0) < self.hflip {
+                    -1.0
+                } else {
+                    1.0
+                };
+                let a = unif(&mut r, -self.rotate_deg, self.rotate_deg).to_radians();
+                let s = 1.0 / unif(&mut r, self.scale.0, self.scale.1);
+                let (tx, ty) = (
+                    unif(&mut r, -self.translate, self.translate) * 2.0,
+                    unif(&mut r, -self.translate, self.translate) * 2.0,
+                );
+                // Output coordinates to input coordinates: rotate, zoom, flip x.
+                let theta = [
+                    (s * a.cos() * flip) as f32,
+                    (-s * a.sin()) as f32,
+                    tx as f32,
+                    (s * a.sin() * flip) as f32,
+                    (s * a.cos()) as f32,
+                    ty as f32,
+                ];
+                let brightness = unif(&mut r, 1.0 - self.brightness, 1.0 + self.brightness) as f32;
+                let contrast = unif(&mut r, 1.0 - self.contrast, 1.0 + self.contrast) as f32;
+                Draw {
+                    theta,
+                    contrast,
+                    brightness,
+                }
+            })
+            .collect()
+    }
+
+    /// The CPU path: from each image's uint8 samples (`c x s x s`, and `1 x s x s` for its
+    /// mask) straight into the output tensors, on libtorch's intra-op threads.
+    fn fused(
+        &self,
+        images: &[&[u8]],
+        masks: Option<&[&[u8]]>,
+        c: usize,
+        s: usize,
+        seed: u64,
+        first_index: u64,
+    ) -> Result<(Tensor, Option<Tensor>), Error> {
+        let n = images.len();
+        let draws = self.draws(n, seed, first_index);
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+        let shape = |ch: usize| [n as i64, ch as i64, s as i64, s as i64];
+        let x = cpu::empty_f32(shape(c), |dst| {
+            let norm = Some((&self.mean[..], &self.std[..]));
+            augment::augment(images, dst, c, s, &draws, Padding::Border, norm, threads)
+        })?;
+        let masks = match masks {
+            Some(m) => Some(cpu::empty_f32(shape(1), |dst| {
+                augment::augment(m, dst, 1, s, &draws, Padding::Zeros, None, threads)
+            })?),
+            None => None,
+        };
+        Ok((x, masks))
+    }
+
+    /// The tensor path, on any device.
+    fn tensor_ops(
         &self,
         batch: &Tensor,
         masks: Option<&Tensor>,
@@ -141,34 +285,10 @@ impl Augment {
         let size = batch.size();
         let (n, c) = (size[0], size[1]);
         let dev = batch.device();
-        let mut theta = Vec::with_capacity(n as usize * 6);
-        let mut bright = Vec::with_capacity(n as usize);
-        let mut contr = Vec::with_capacity(n as usize);
-        for i in 0..n as u64 {
-            let mut r = Xoshiro256::stream(seed, first_index + i);
-            let flip = if unif(&mut r, 0.0, 1.0) < self.hflip {
-                -1.0
-            } else {
-                1.0
-            };
-            let a = unif(&mut r, -self.rotate_deg, self.rotate_deg).to_radians();
-            let s = 1.0 / unif(&mut r, self.scale.0, self.scale.1);
-            let (tx, ty) = (
-                unif(&mut r, -self.translate, self.translate) * 2.0,
-                unif(&mut r, -self.translate, self.translate) * 2.0,
-            );
-            // Output coordinates to input coordinates: rotate, zoom, flip x.
-            theta.extend_from_slice(&[
-                (s * a.cos() * flip) as f32,
-                (-s * a.sin()) as f32,
-                tx as f32,
-                (s * a.sin() * flip) as f32,
-                (s * a.cos()) as f32,
-                ty as f32,
-            ]);
-            bright.push(unif(&mut r, 1.0 - self.brightness, 1.0 + self.brightness) as f32);
-            contr.push(unif(&mut r, 1.0 - self.contrast, 1.0 + self.contrast) as f32);
-        }
+        let draws = self.draws(n as usize, seed, first_index);
+        let theta: Vec<f32> = draws.iter().flat_map(|d| d.theta).collect();
+        let bright: Vec<f32> = draws.iter().map(|d| d.brightness).collect();
+        let contr: Vec<f32> = draws.iter().map(|d| d.contrast).collect();
         let theta = Tensor::from_slice(&theta)
             .f_view([n, 2, 3])?
             .f_to_device(dev)?;
@@ -226,4 +346,83 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<i64> {
         order.swap(i, j);
     }
     order
+}
+
+#[allow(unsafe_code)]
+mod cpu {
+    //! CPU tensors' samples as slices, for the fused augmentation.
+    use tch::{Device, Kind, Tensor};
+
+    use crate::Error;
+
+    /// Runs `f` on the samples of `t`, a contiguous uint8 CPU tensor.
+    pub(super) fn read_u8<R>(t: &Tensor, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
+        if t.device() != Device::Cpu || t.kind() != Kind::Uint8 || !t.is_contiguous() {
+            return Err(Error::SelfTest(
+                "fused augmentation reads contiguous uint8 CPU tensors".into(),
+            ));
+        }
+        let n = t.numel();
+        if n == 0 {
+            return Ok(f(&[]));
+        }
+        // SAFETY: `t` is a contiguous uint8 CPU tensor, so its data pointer addresses `n`
+        // initialised bytes; the slice is only read, and ends before this function returns,
+        // while `t` (borrowed) keeps the storage alive.
+        let samples = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, n) };
+        Ok(f(samples))
+    }
+
+    /// A new float32 CPU tensor of `shape`, filled by `f`.
+    pub(super) fn empty_f32(shape: [i64; 4], f: impl FnOnce(&mut [f32])) -> Result<Tensor, Error> {
+        let out = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
+        let n = out.numel();
+        if n > 0 {
+            // SAFETY: `out` was just made by `empty`: a contiguous float32 CPU tensor
+            // (libtorch aligns CPU storage to 64 bytes) of `n` samples that no other tensor
+            // shares, so the mutable slice is the only access to them while `f` runs.
+            let samples = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n) };
+            samples.fill(0.0);
+            f(samples);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fused CPU path and the tensor path (the one a GPU takes) compute the same batch:
+    /// RGB and grey, sizes off the vector widths, the default augmentation and masks.
+    #[test]
+    fn the_fused_cpu_path_matches_the_tensor_path() {
+        for (c, s) in [(3i64, 37i64), (1, 29), (3, 64)] {
+            let n = 6;
+            let batch = Tensor::randint(256, [n, c, s, s], (Kind::Uint8, Device::Cpu));
+            let masks = Tensor::randint(2, [n, 1, s, s], (Kind::Uint8, Device::Cpu)) * 255;
+            let aug = Augment {
+                rotate_deg: 30.0,
+                translate: 0.2,
+                scale: (0.7, 1.3),
+                brightness: 0.4,
+                contrast: 0.4,
+                ..Augment::default()
+            };
+            let (x, m) = aug.apply_with_masks(&batch, Some(&masks), 5, 11).unwrap();
+            let (y, k) = aug.tensor_ops(&batch, Some(&masks), 5, 11).unwrap();
+            assert_eq!(x.size(), y.size());
+            let diff = (&x - &y).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "{c} channels, {s} px: images differ by {diff}");
+            let diff = (m.unwrap() - k.unwrap()).abs().max().double_value(&[]);
+            // float32 coordinates made in another order: about 1e-7 of the size in pixels.
+            assert!(diff < 1e-4, "{c} channels, {s} px: masks differ by {diff}");
+            // The draws moved the images: the check compares augmented batches.
+            let plain = batch.to_kind(Kind::Float) / 255.0;
+            let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).narrow(0, 0, c);
+            let sd = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).narrow(0, 0, c);
+            let plain = (plain - mean.view([1, c, 1, 1])) / sd.view([1, c, 1, 1]);
+            assert!((&x - plain).abs().mean(Kind::Float).double_value(&[]) > 0.1);
+        }
+    }
 }

@@ -584,15 +584,11 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         for (b, chunk) in order.chunks(batch).enumerate() {
             let lr = opt_lr(step, warmup, total_steps, p.lr);
             opt.set_lr(lr);
-            let x = images.batch(chunk).map_err(|e| e.to_string())?;
-            let m = match &masks {
-                Some(all) => Some(all.batch(chunk).map_err(|e| e.to_string())?),
-                None => None,
-            };
             let (mut x, mut m) = aug
-                .apply_with_masks(
-                    &x,
-                    m.as_ref(),
+                .apply_indices(
+                    &images,
+                    masks.as_ref(),
+                    chunk,
                     seed ^ (u64::from(epoch) << 32),
                     (b * batch) as u64,
                 )
@@ -816,8 +812,9 @@ pub fn predict(
     let mut out = vec![Vec::with_capacity(images.len()); k];
     let all: Vec<i64> = (0..images.len() as i64).collect();
     for chunk in all.chunks(batch) {
-        let x = images.batch(chunk).map_err(|e| e.to_string())?;
-        let x = plain.apply(&x, 0, 0).map_err(|e| e.to_string())?;
+        let (x, _) = plain
+            .apply_indices(images, None, chunk, 0, 0)
+            .map_err(|e| e.to_string())?;
         let p = head
             .probabilities(&net.forward_t(&x, false))
             .to_device(Device::Cpu);

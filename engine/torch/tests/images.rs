@@ -139,3 +139,28 @@ fn masks_move_with_their_images() {
     let plain = aug.apply(&batch, 9, 0).unwrap();
     assert_eq!((&plain - &x).abs().max().double_value(&[]), 0.0);
 }
+
+#[test]
+fn augmenting_by_index_from_the_cache_equals_augmenting_a_gathered_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = DeviceImages::load(&cached(dir.path()), Device::Cpu, u64::MAX).unwrap();
+    let aug = Augment {
+        mean: vec![0.5],
+        std: vec![0.25],
+        ..Augment::default()
+    };
+    let idx = [2i64, 0, 2];
+    let (x, none) = aug.apply_indices(&images, None, &idx, 4, 9).unwrap();
+    assert!(none.is_none());
+    let want = aug.apply(&images.batch(&idx).unwrap(), 4, 9).unwrap();
+    assert_eq!(x.size(), [3, 1, 6, 6]);
+    assert!(x.equal(&want), "the same draws and samples");
+    // As masks too: the cache's images, moved like the images.
+    let (_, m) = aug
+        .apply_indices(&images, Some(&images), &idx, 4, 9)
+        .unwrap();
+    assert_eq!(m.unwrap().size(), [3, 1, 6, 6]);
+    // An index outside the cache is an error, not a panic.
+    let err = aug.apply_indices(&images, None, &[3], 4, 0).unwrap_err();
+    assert!(err.to_string().contains("index 3"), "{err}");
+}

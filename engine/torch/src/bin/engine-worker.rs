@@ -232,9 +232,8 @@ fn bench_images(
         let order = epoch_order(imgs.len(), 0, epoch);
         let mut checksum = 0.0;
         for (k, chunk) in order.chunks(batch).enumerate() {
-            let b = imgs.batch(chunk).map_err(|e| e.to_string())?;
-            let x = aug
-                .apply(&b, epoch, (k * batch) as u64)
+            let (x, _) = aug
+                .apply_indices(imgs, None, chunk, epoch, (k * batch) as u64)
                 .map_err(|e| e.to_string())?;
             checksum += x.sum(engine_torch::tch::Kind::Float).double_value(&[]);
         }
