@@ -33,7 +33,7 @@ pub enum Padding {
 /// Warps every image of `src` (one slice per image, planar `channels x size x size` uint8, as
 /// many as `draws`) by its draw into `out` (one after the other, float32), then applies its
 /// contrast and brightness about the image's mean, clamps to 0..1 and normalises each
-/// channel by `mean` and `std` (a shorter list repeats its last value). `intensity` false
+/// channel by `mean` and `std` (a shorter list repeats its last value). `intensity` `None`
 /// leaves out everything after the warp but the scaling to 0..1 (masks). Runs on `threads`
 /// threads.
 #[allow(clippy::too_many_arguments)]
@@ -52,6 +52,9 @@ pub fn augment(
         return;
     }
     let n = draws.len().min(src.len()).min(out.len() / per);
+    if n == 0 {
+        return;
+    }
     let pick = |v: &[f64], c: usize| v.get(c).or(v.last()).copied().unwrap_or(0.0);
     let norm: Option<Vec<(f32, f32)>> = intensity.map(|(mean, std)| {
         (0..channels)
@@ -639,6 +642,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn too_little_room_or_too_few_samples_leave_the_output_alone() {
+        let src = [7u8; 16];
+        let mut out = vec![-1f32; 8];
+        let d = [draw(IDENTITY)];
+        augment(&[&src[..]], &mut out, 1, 4, &d, Padding::Border, None, 2);
+        assert!(out.iter().all(|v| *v == -1.0), "no room for one image");
+        let mut out = vec![-1f32; 16];
+        augment(&[&src[..3]], &mut out, 1, 4, &d, Padding::Border, None, 2);
+        assert!(out.iter().all(|v| *v == 0.0), "a short image is black");
     }
 
     #[test]
