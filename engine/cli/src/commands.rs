@@ -133,7 +133,7 @@ pub fn stage_exec(job_file: &Path) -> anyhow::Result<ExitCode> {
 
 /// glibc malloc settings of the worker: no allocation is served by its own mapping, and up to
 /// 1 GiB freed at the top of the heap stays there.
-pub const WORKER_MALLOC: [(&str, &str); 2] = [
+const WORKER_MALLOC: [(&str, &str); 2] = [
     ("MALLOC_MMAP_MAX_", "0"),
     ("MALLOC_TRIM_THRESHOLD_", "1073741824"),
 ];

@@ -552,49 +552,38 @@ mod tests {
 
     #[test]
     fn a_flip_mirrors_and_a_shift_pads_by_the_padding_mode() {
-        // One 4x4 grey image whose value is its column.
+        // One 4x4 grey image whose value is its column; the first output row in 0..255.
         let src: Vec<u8> = (0..16).map(|i| (i % 4) as u8 * 10).collect();
-        let mut out = vec![0f32; 16];
-        let flip = draw([-1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
-        augment(
-            &[&src[..]],
-            &mut out,
-            1,
-            4,
-            &[flip],
-            Padding::Border,
-            None,
-            1,
+        let first_row = |theta: [f32; 6], padding: Padding| -> Vec<f32> {
+            let mut out = vec![0f32; 16];
+            augment(
+                &[&src[..]],
+                &mut out,
+                1,
+                4,
+                &[draw(theta)],
+                padding,
+                None,
+                1,
+            );
+            out[..4].iter().map(|v| (v * 255.0).round()).collect()
+        };
+        let flip = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
+        assert_eq!(
+            first_row(flip, Padding::Border),
+            vec![30.0, 20.0, 10.0, 0.0]
         );
-        let cols: Vec<f32> = out[..4].iter().map(|v| (v * 255.0).round()).collect();
-        assert_eq!(cols, vec![30.0, 20.0, 10.0, 0.0]);
         // Shift by one pixel (2 / S in normalised units): the input is read one column to
         // the right, so the last column comes from outside.
-        let shift = draw([1.0, 0.0, 0.5, 0.0, 1.0, 0.0]);
-        augment(
-            &[&src[..]],
-            &mut out,
-            1,
-            4,
-            &[shift],
-            Padding::Border,
-            None,
-            1,
+        let shift = [1.0, 0.0, 0.5, 0.0, 1.0, 0.0];
+        assert_eq!(
+            first_row(shift, Padding::Border),
+            vec![10.0, 20.0, 30.0, 30.0]
         );
-        let cols: Vec<f32> = out[..4].iter().map(|v| (v * 255.0).round()).collect();
-        assert_eq!(cols, vec![10.0, 20.0, 30.0, 30.0]);
-        augment(
-            &[&src[..]],
-            &mut out,
-            1,
-            4,
-            &[shift],
-            Padding::Zeros,
-            None,
-            1,
+        assert_eq!(
+            first_row(shift, Padding::Zeros),
+            vec![10.0, 20.0, 30.0, 0.0]
         );
-        let cols: Vec<f32> = out[..4].iter().map(|v| (v * 255.0).round()).collect();
-        assert_eq!(cols, vec![10.0, 20.0, 30.0, 0.0]);
     }
 
     /// The portable warp: every output sample from its four neighbours one at a time.

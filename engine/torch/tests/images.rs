@@ -18,6 +18,15 @@ fn identity() -> Augment {
     }
 }
 
+/// The default augmentation, normalising one grey channel.
+fn grey_default() -> Augment {
+    Augment {
+        mean: vec![0.5],
+        std: vec![0.25],
+        ..Augment::default()
+    }
+}
+
 /// Three 6x6 grey images with a bright left column, and the cache built from them.
 fn cached(dir: &std::path::Path) -> imagecache::CacheInfo {
     let mut paths = Vec::new();
@@ -76,11 +85,7 @@ fn identity_augmentation_is_a_rescale_and_a_flip_mirrors() {
 fn augmentation_is_seeded_per_sample() {
     let dir = tempfile::tempdir().unwrap();
     let images = DeviceImages::load(&cached(dir.path()), Device::Cpu, u64::MAX).unwrap();
-    let aug = Augment {
-        mean: vec![0.5],
-        std: vec![0.25],
-        ..Augment::default()
-    };
+    let aug = grey_default();
     let all = images.batch(&[0, 1, 2]).unwrap();
     let a = aug.apply(&all, 7, 0).unwrap();
     let b = aug.apply(&all, 7, 0).unwrap();
@@ -144,11 +149,7 @@ fn masks_move_with_their_images() {
 fn augmenting_by_index_from_the_cache_equals_augmenting_a_gathered_batch() {
     let dir = tempfile::tempdir().unwrap();
     let images = DeviceImages::load(&cached(dir.path()), Device::Cpu, u64::MAX).unwrap();
-    let aug = Augment {
-        mean: vec![0.5],
-        std: vec![0.25],
-        ..Augment::default()
-    };
+    let aug = grey_default();
     let idx = [2i64, 0, 2];
     let (x, none) = aug.apply_indices(&images, None, &idx, 4, 9).unwrap();
     assert!(none.is_none());
