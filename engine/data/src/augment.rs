@@ -7,6 +7,10 @@
 //! normalisation, without the intermediate float tensors that bound that path on a CPU. The
 //! tensor path stays the one used on a GPU; a test in `engine-torch` checks that the two agree.
 
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 /// The random draws of one image: the affine map from output to input coordinates in
 /// `grid_sample`'s normalised units (`[a, b, tx, c, d, ty]`: x_in = a x + b y + tx,
 /// y_in = c x + d y + ty), the contrast factor about the image's mean and the brightness
@@ -30,31 +34,63 @@ pub enum Padding {
     Zeros,
 }
 
+/// Threads that run one piece of work together; [`augment`] shares the images of a batch out
+/// through them.
+pub trait Team {
+    /// Calls `work` once on each thread of the team at once (the calling thread may be one of
+    /// them) and returns when every call has returned.
+    fn run(&self, work: &(dyn Fn() + Sync));
+}
+
+/// A team of the calling thread and `n - 1` scoped threads started for each run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Threads(pub usize);
+
+impl Team for Threads {
+    fn run(&self, work: &(dyn Fn() + Sync)) {
+        std::thread::scope(|s| {
+            for _ in 1..self.0 {
+                s.spawn(work);
+            }
+            work();
+        });
+    }
+}
+
+/// One team member's buffers, reused across its images: the warped image in 0..255 units and,
+/// for RGB, the interleaved source.
+#[derive(Default)]
+struct Scratch {
+    warped: Vec<f32>,
+    rgbx: Vec<u8>,
+}
+
 /// Warps every image of `src` (one slice per image, planar `channels x size x size` uint8, as
-/// many as `draws`) by its draw into `out` (one after the other, float32), then applies its
-/// contrast and brightness about the image's mean, clamps to 0..1 and normalises each
-/// channel by `mean` and `std` (a shorter list repeats its last value). `intensity` `None`
-/// leaves out everything after the warp but the scaling to 0..1 (masks). Runs on `threads`
-/// threads.
+/// many as `draws`) by its draw, then applies its contrast and brightness about the image's
+/// mean, clamps to 0..1 and normalises each channel by `mean` and `std` (a shorter list
+/// repeats its last value), into `out` (one image after the other, float32). `intensity`
+/// `None` leaves out everything after the warp but the scaling to 0..1 (masks).
+///
+/// The images are shared out one at a time among the threads of `team`. Every sample of the
+/// images written is written once, so `out` need not be initialised; the result is the part
+/// of `out` that holds them (empty when `out` has no room for one image).
 #[allow(clippy::too_many_arguments)]
-pub fn augment(
+pub fn augment<'o>(
     src: &[&[u8]],
-    out: &mut [f32],
+    out: &'o mut [MaybeUninit<f32>],
     channels: usize,
     size: usize,
     draws: &[Draw],
     padding: Padding,
     intensity: Option<(&[f64], &[f64])>,
-    threads: usize,
-) {
+    team: &dyn Team,
+) -> &'o mut [f32] {
     let per = channels * size * size;
-    if per == 0 || draws.is_empty() {
-        return;
-    }
-    let n = draws.len().min(src.len()).min(out.len() / per);
-    if n == 0 {
-        return;
-    }
+    let n = match per {
+        0 => 0,
+        _ => draws.len().min(src.len()).min(out.len() / per),
+    };
+    let out = &mut out[..n * per];
     let pick = |v: &[f64], c: usize| v.get(c).or(v.last()).copied().unwrap_or(0.0);
     let norm: Option<Vec<(f32, f32)>> = intensity.map(|(mean, std)| {
         (0..channels)
@@ -65,50 +101,101 @@ pub fn augment(
             })
             .collect()
     });
-    let one = |i: usize, dst: &mut [f32]| {
+    let one = |i: usize, dst: &mut [MaybeUninit<f32>], scratch: &mut Scratch| {
         let Some(img) = src[i].get(..per) else {
-            dst.fill(0.0);
+            dst.fill(MaybeUninit::new(0.0));
             return;
         };
+        let warped = &mut scratch.warped;
+        warped.resize(per, 0.0);
         let sum = match padding {
-            Padding::Border => warp(img, dst, channels, size, &draws[i].theta),
+            Padding::Border => warp(
+                img,
+                warped,
+                channels,
+                size,
+                &draws[i].theta,
+                &mut scratch.rgbx,
+            ),
             Padding::Zeros => {
-                warp_zeros(img, dst, channels, size, &draws[i].theta);
+                warp_zeros(img, warped, channels, size, &draws[i].theta);
                 None
             }
         };
         match &norm {
-            Some(norm) => adjust(dst, channels, size, sum, &draws[i], norm),
-            None => dst.iter_mut().for_each(|v| *v *= 1.0 / 255.0),
+            Some(norm) => adjust(warped, dst, size, sum, &draws[i], norm),
+            None => {
+                for (o, v) in dst.iter_mut().zip(warped.iter()) {
+                    o.write(v * (1.0 / 255.0));
+                }
+            }
         }
     };
-    let threads = threads.clamp(1, n);
-    if threads == 1 {
-        for (i, dst) in out[..n * per].chunks_mut(per).enumerate() {
-            one(i, dst);
+    // Each image's output is taken once, by whichever thread draws its index first.
+    let slots: Vec<Mutex<Option<&mut [MaybeUninit<f32>]>>> = out
+        .chunks_mut(per.max(1))
+        .map(|dst| Mutex::new(Some(dst)))
+        .collect();
+    let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let work = || {
+        let mut scratch = Scratch::default();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { break };
+            let taken = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            if let Some(dst) = taken {
+                one(i, dst, &mut scratch);
+                done.fetch_add(1, Ordering::Release);
+            }
         }
-        return;
+    };
+    if n > 1 {
+        team.run(&work);
     }
-    let per_thread = n.div_ceil(threads);
-    std::thread::scope(|s| {
-        for (t, block) in out[..n * per].chunks_mut(per_thread * per).enumerate() {
-            let one = &one;
-            s.spawn(move || {
-                for (k, dst) in block.chunks_mut(per).enumerate() {
-                    one(t * per_thread + k, dst);
-                }
-            });
-        }
-    });
+    // Whatever the team left (all of it for one image or a team that ran nothing).
+    work();
+    drop(slots);
+    assert_eq!(
+        done.load(Ordering::Acquire),
+        n,
+        "a team returned before its work was done"
+    );
+    // SAFETY: every one of the n images of `out` was written whole (`one` writes every
+    // sample of its slice), and `done` (read with Acquire after each writer's Release) says
+    // all n writers finished.
+    #[allow(unsafe_code)]
+    let out = unsafe { written(out) };
+    out
+}
+
+/// `out` as the floats it now holds.
+///
+/// # Safety
+/// Every element of `out` must have been written.
+#[allow(unsafe_code)]
+unsafe fn written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and (by the caller) every element
+    // is initialised.
+    unsafe { &mut *(std::ptr::from_mut(out) as *mut [f32]) }
 }
 
 /// Bilinear warp of one planar image into `dst`, in the source's 0..255 units, with border
 /// padding. Returns the sum of the samples when it comes for free.
-fn warp(img: &[u8], dst: &mut [f32], channels: usize, size: usize, t: &[f32; 6]) -> Option<f64> {
+/// `rgbx` is a buffer the vectorised RGB warp reuses.
+fn warp(
+    img: &[u8],
+    dst: &mut [f32],
+    channels: usize,
+    size: usize,
+    t: &[f32; 6],
+    rgbx: &mut Vec<u8>,
+) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(sum) = simd::warp(img, dst, channels, size, t) {
+    if let Some(sum) = simd::warp(img, dst, channels, size, t, rgbx) {
         return sum;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = rgbx;
     let mut at = Taps::new(size);
     for i in 0..size {
         at.row(t, i, 0);
@@ -222,12 +309,13 @@ mod simd {
         channels: usize,
         size: usize,
         t: &[f32; 6],
+        rgbx: &mut Vec<u8>,
     ) -> Option<Option<f64>> {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return None;
         }
         // SAFETY: the CPU has both features the function is compiled for (checked above).
-        Some(unsafe { warp_avx2(img, dst, channels, size, t) })
+        Some(unsafe { warp_avx2(img, dst, channels, size, t, rgbx) })
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -237,6 +325,7 @@ mod simd {
         channels: usize,
         size: usize,
         t: &[f32; 6],
+        rgbx: &mut Vec<u8>,
     ) -> Option<f64> {
         let mut at = Taps::new(size);
         if channels != 3 {
@@ -246,11 +335,11 @@ mod simd {
             }
             return None;
         }
-        let rgbx = interleave(img, size);
+        interleave(img, size, rgbx);
         let mut total = 0f64;
         for i in 0..size {
             taps(&mut at, t, i);
-            total += f64::from(row_rgb(&rgbx, dst, &at, i));
+            total += f64::from(row_rgb(rgbx, dst, &at, i));
         }
         Some(total)
     }
@@ -301,12 +390,13 @@ mod simd {
         at.row(t, i, eights);
     }
 
-    /// A planar RGB image as RGBx pixels (4 bytes each), with one spare pixel at the end, so
-    /// that one 8-byte read fetches a pixel and its right neighbour.
+    /// A planar RGB image into `out` as RGBx pixels (4 bytes each, x 0), with one spare
+    /// pixel at the end, so that one 8-byte read fetches a pixel and its right neighbour.
     #[target_feature(enable = "avx2,fma")]
-    fn interleave(img: &[u8], size: usize) -> Vec<u8> {
+    fn interleave(img: &[u8], size: usize, out: &mut Vec<u8>) {
         let plane = size * size;
-        let mut out = vec![0u8; (plane + 1) * 4];
+        out.clear();
+        out.resize((plane + 1) * 4, 0);
         let (r, rest) = img.split_at(plane.min(img.len()));
         let (g, b) = rest.split_at(plane.min(rest.len()));
         let zero = _mm_setzero_si128();
@@ -338,7 +428,6 @@ mod simd {
             px[1] = *g;
             px[2] = *b;
         }
-        out
     }
 
     /// Pixels `o` and `o + 1` of an RGBx buffer as one vector of eight floats (`o` is
@@ -459,12 +548,12 @@ fn warp_zeros(img: &[u8], dst: &mut [f32], channels: usize, size: usize, t: &[f3
     }
 }
 
-/// Contrast about the image's mean, brightness, clamp to 0..1 and normalisation, in place,
-/// on one warped image in 0..255 units.
+/// Contrast about the image's mean, brightness, clamp to 0..1 and normalisation of one
+/// warped image in 0..255 units (`warped`, as long as `out`) into `out`, every sample of it.
 /// `sum` is the sum of the samples when the warp computed it.
 fn adjust(
-    dst: &mut [f32],
-    channels: usize,
+    warped: &[f32],
+    out: &mut [MaybeUninit<f32>],
     size: usize,
     sum: Option<f64>,
     d: &Draw,
@@ -473,7 +562,8 @@ fn adjust(
     let plane = size * size;
     // Eight running sums, so the additions vectorise; each row's in f64.
     let total: f64 = sum.unwrap_or_else(|| {
-        dst.chunks(size)
+        warped
+            .chunks(size.max(1))
             .map(|row| {
                 let mut lanes = [0f32; 8];
                 let mut parts = row.chunks_exact(8);
@@ -487,14 +577,16 @@ fn adjust(
             })
             .sum()
     });
-    let mean = (total / (dst.len() as f64 * 255.0)) as f32;
+    let mean = (total / (warped.len() as f64 * 255.0)) as f32;
     // x / 255 * k * b + mean * (1 - k) * b
     let gain = d.contrast * d.brightness / 255.0;
     let offset = mean * (1.0 - d.contrast) * d.brightness;
-    for (c, p) in dst.chunks_mut(plane).enumerate().take(channels) {
-        let (inv_sd, shift) = norm[c];
-        for v in p.iter_mut() {
-            *v = (*v * gain + offset).clamp(0.0, 1.0) * inv_sd - shift;
+    let planes = out
+        .chunks_mut(plane.max(1))
+        .zip(warped.chunks(plane.max(1)));
+    for ((o, w), (inv_sd, shift)) in planes.zip(norm) {
+        for (o, v) in o.iter_mut().zip(w) {
+            o.write((v * gain + offset).clamp(0.0, 1.0) * inv_sd - shift);
         }
     }
 }
@@ -520,9 +612,9 @@ mod tests {
     #[test]
     fn the_identity_keeps_every_pixel_and_normalises() {
         let src: Vec<u8> = (0..2 * 3 * 16).map(|v| (v * 5 % 256) as u8).collect();
-        let mut out = vec![0f32; src.len()];
+        let mut out = vec![MaybeUninit::uninit(); src.len()];
         let d = [draw(IDENTITY); 2];
-        augment(
+        let got = augment(
             &images(&src, 48),
             &mut out,
             3,
@@ -530,13 +622,14 @@ mod tests {
             &d,
             Padding::Border,
             None,
-            2,
+            &Threads(2),
         );
-        for (a, b) in src.iter().zip(&out) {
+        assert_eq!(got.len(), src.len());
+        for (a, b) in src.iter().zip(got.iter()) {
             assert!((f32::from(*a) / 255.0 - b).abs() < 1e-6, "{a} {b}");
         }
         let (mean, std) = ([0.5, 0.25, 0.0], [0.5, 0.25, 2.0]);
-        augment(
+        let got = augment(
             &images(&src, 48),
             &mut out,
             3,
@@ -544,10 +637,44 @@ mod tests {
             &d,
             Padding::Border,
             Some((&mean, &std)),
-            1,
+            &Threads(1),
         );
         let v = f32::from(src[16]) / 255.0;
-        assert!((out[16] - (v - 0.25) / 0.25).abs() < 1e-5);
+        assert!((got[16] - (v - 0.25) / 0.25).abs() < 1e-5);
+    }
+
+    /// A team that runs nothing.
+    struct Idle;
+
+    impl Team for Idle {
+        fn run(&self, _: &(dyn Fn() + Sync)) {}
+    }
+
+    #[test]
+    fn every_image_is_done_once_whatever_the_team() {
+        let (n, size) = (7, 9);
+        let src: Vec<u8> = (0..n * 3 * size * size)
+            .map(|v| (v * 37 % 251) as u8)
+            .collect();
+        let draws: Vec<Draw> = (0..n)
+            .map(|k| Draw {
+                theta: [0.9, 0.1 * k as f32, 0.05, -0.1, 1.1, 0.0],
+                contrast: 0.8 + 0.05 * k as f32,
+                brightness: 1.1,
+            })
+            .collect();
+        let run = |team: &dyn Team| {
+            let mut out = vec![MaybeUninit::uninit(); n * 3 * size * size];
+            let norm = Some((&[0.5][..], &[0.25][..]));
+            let src = images(&src, 3 * size * size);
+            augment(&src, &mut out, 3, size, &draws, Padding::Border, norm, team).to_vec()
+        };
+        let alone = run(&Threads(1));
+        assert_eq!(alone.len(), n * 3 * size * size);
+        // More threads than images, a few, and a team that leaves everything to the caller.
+        assert_eq!(run(&Threads(11)), alone);
+        assert_eq!(run(&Threads(3)), alone);
+        assert_eq!(run(&Idle), alone);
     }
 
     #[test]
@@ -555,8 +682,8 @@ mod tests {
         // One 4x4 grey image whose value is its column; the first output row in 0..255.
         let src: Vec<u8> = (0..16).map(|i| (i % 4) as u8 * 10).collect();
         let first_row = |theta: [f32; 6], padding: Padding| -> Vec<f32> {
-            let mut out = vec![0f32; 16];
-            augment(
+            let mut out = [MaybeUninit::uninit(); 16];
+            let got = augment(
                 &[&src[..]],
                 &mut out,
                 1,
@@ -564,9 +691,9 @@ mod tests {
                 &[draw(theta)],
                 padding,
                 None,
-                1,
+                &Threads(1),
             );
-            out[..4].iter().map(|v| (v * 255.0).round()).collect()
+            got[..4].iter().map(|v| (v * 255.0).round()).collect()
         };
         let flip = [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
         assert_eq!(
@@ -618,7 +745,7 @@ mod tests {
                 ];
                 let want = warp_portable(&img, channels, size, &t);
                 let mut got = vec![0f32; want.len()];
-                let sum = warp(&img, &mut got, channels, size, &t);
+                let sum = warp(&img, &mut got, channels, size, &t, &mut Vec::new());
                 for (k, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(
                         (g - w).abs() < 1e-3,
@@ -634,27 +761,48 @@ mod tests {
     }
 
     #[test]
-    fn too_little_room_or_too_few_samples_leave_the_output_alone() {
+    fn too_little_room_gives_nothing_and_a_short_image_is_black() {
         let src = [7u8; 16];
-        let mut out = vec![-1f32; 8];
+        let mut out = [MaybeUninit::uninit(); 8];
         let d = [draw(IDENTITY)];
-        augment(&[&src[..]], &mut out, 1, 4, &d, Padding::Border, None, 2);
-        assert!(out.iter().all(|v| *v == -1.0), "no room for one image");
-        let mut out = vec![-1f32; 16];
-        augment(&[&src[..3]], &mut out, 1, 4, &d, Padding::Border, None, 2);
-        assert!(out.iter().all(|v| *v == 0.0), "a short image is black");
+        let team = Threads(2);
+        let got = augment(
+            &[&src[..]],
+            &mut out,
+            1,
+            4,
+            &d,
+            Padding::Border,
+            None,
+            &team,
+        );
+        assert!(got.is_empty(), "no room for one image");
+        let mut out = [MaybeUninit::uninit(); 16];
+        let got = augment(
+            &[&src[..3]],
+            &mut out,
+            1,
+            4,
+            &d,
+            Padding::Border,
+            None,
+            &team,
+        );
+        assert_eq!(got, &[0.0; 16][..], "a short image is black");
+        let got = augment(&[], &mut out, 1, 4, &d, Padding::Border, None, &team);
+        assert!(got.is_empty(), "no images");
     }
 
     #[test]
     fn contrast_and_brightness_act_about_the_mean_and_clamp() {
         let src = [0u8, 255, 100, 155];
-        let mut out = vec![0f32; 4];
+        let mut out = [MaybeUninit::uninit(); 4];
         let d = Draw {
             theta: IDENTITY,
             contrast: 0.5,
             brightness: 1.5,
         };
-        augment(
+        let out = augment(
             &[&src[..]],
             &mut out,
             1,
@@ -662,10 +810,10 @@ mod tests {
             &[d],
             Padding::Border,
             Some((&[0.0], &[1.0])),
-            1,
+            &Threads(1),
         );
         let mean = (0.0 + 255.0 + 100.0 + 155.0) / 4.0 / 255.0;
-        for (s, o) in src.iter().zip(&out) {
+        for (s, o) in src.iter().zip(out.iter()) {
             let want = ((f32::from(*s) / 255.0 * 0.5 + mean * 0.5) * 1.5).clamp(0.0, 1.0);
             assert!((o - want).abs() < 1e-6, "{s}: {o} against {want}");
         }

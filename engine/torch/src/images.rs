@@ -259,15 +259,15 @@ impl Augment {
     ) -> Result<(Tensor, Option<Tensor>), Error> {
         let n = images.len();
         let draws = self.draws(n, seed, first_index);
-        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+        let team = cpu::IntraOp;
         let shape = |ch: usize| [n as i64, ch as i64, s as i64, s as i64];
         let x = cpu::empty_f32(shape(c), |dst| {
             let norm = Some((&self.mean[..], &self.std[..]));
-            augment::augment(images, dst, c, s, &draws, Padding::Border, norm, threads)
+            augment::augment(images, dst, c, s, &draws, Padding::Border, norm, &team).len()
         })?;
         let masks = match masks {
             Some(m) => Some(cpu::empty_f32(shape(1), |dst| {
-                augment::augment(m, dst, 1, s, &draws, Padding::Zeros, None, threads)
+                augment::augment(m, dst, 1, s, &draws, Padding::Zeros, None, &team).len()
             })?),
             None => None,
         };
@@ -350,10 +350,98 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<i64> {
 
 #[allow(unsafe_code)]
 mod cpu {
-    //! CPU tensors' samples as slices, for the fused augmentation.
+    //! CPU tensors' samples as slices, and libtorch's intra-op threads as a team, for the
+    //! fused augmentation.
+    use std::mem::MaybeUninit;
+
+    use engine_data::augment::Team;
     use tch::{Device, Kind, Tensor};
 
     use crate::Error;
+
+    /// libtorch's intra-op threads: the OpenMP team its CPU operations run on, so that the
+    /// augmentation neither waits for nor competes with threads of its own. libtorch's
+    /// workers wait for the next parallel region spinning for a while after each one (for
+    /// example after the operation that consumed the previous batch); a second set of
+    /// threads would share the cores with them meanwhile. Where libtorch's threads are not
+    /// an OpenMP team this is a team of scoped threads of the same size.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) struct IntraOp;
+
+    #[cfg(target_os = "linux")]
+    mod omp {
+        use std::any::Any;
+        use std::ffi::{c_uint, c_void};
+        use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+        use std::sync::{Mutex, PoisonError};
+
+        #[link(name = "gomp")]
+        unsafe extern "C" {
+            /// libgomp's entry to a parallel region (what `#pragma omp parallel`, and so
+            /// libtorch's `at::parallel_for`, compiles to): runs `f(data)` on every thread of
+            /// the calling thread's team, itself included, and returns when all have
+            /// returned. `num_threads` 0 is the team's current size.
+            fn GOMP_parallel(
+                f: unsafe extern "C" fn(*mut c_void),
+                data: *mut c_void,
+                num_threads: c_uint,
+                flags: c_uint,
+            );
+        }
+
+        struct Region<'a> {
+            work: &'a (dyn Fn() + Sync),
+            panic: Mutex<Option<Box<dyn Any + Send>>>,
+        }
+
+        unsafe extern "C" fn member(data: *mut c_void) {
+            // SAFETY: `data` is the `Region` that `run` passed, alive until GOMP_parallel
+            // returns there, after every member has returned; it is only read (it is Sync).
+            let region = unsafe { &*(data as *const Region<'_>) };
+            // No unwinding into C: a panic is kept and raised again by `run`.
+            if let Err(p) = catch_unwind(AssertUnwindSafe(region.work)) {
+                let mut first = region.panic.lock().unwrap_or_else(PoisonError::into_inner);
+                first.get_or_insert(p);
+            }
+        }
+
+        pub(super) fn run(work: &(dyn Fn() + Sync)) {
+            // libtorch sets up a thread's team size on its first query, as before its own
+            // regions; then a region of the current size needs no `num_threads`, as in
+            // libtorch's (which avoids that clause: it makes libgomp rebuild its pool).
+            if tch::get_num_threads() <= 1 {
+                work();
+                return;
+            }
+            let region = Region {
+                work,
+                panic: Mutex::new(None),
+            };
+            // SAFETY: `member` matches the callback libgomp expects and never unwinds; it
+            // gets a pointer to `region`, which outlives the call (GOMP_parallel returns
+            // only when every member has). The same libgomp runs libtorch's own regions
+            // (torch-sys links it, and libtorch_cpu needs it).
+            unsafe {
+                GOMP_parallel(member, std::ptr::from_ref(&region).cast_mut().cast(), 0, 0);
+            }
+            let panic = region.panic.into_inner();
+            if let Some(p) = panic.unwrap_or_else(PoisonError::into_inner) {
+                resume_unwind(p);
+            }
+        }
+    }
+
+    impl Team for IntraOp {
+        fn run(&self, work: &(dyn Fn() + Sync)) {
+            #[cfg(target_os = "linux")]
+            omp::run(work);
+            #[cfg(not(target_os = "linux"))]
+            {
+                let n = usize::try_from(tch::get_num_threads()).unwrap_or(1);
+                engine_data::augment::Threads(n.max(1)).run(work);
+            }
+        }
+    }
 
     /// Runs `f` on the samples of `t`, a contiguous uint8 CPU tensor.
     pub(super) fn read_u8<R>(t: &Tensor, f: impl FnOnce(&[u8]) -> R) -> Result<R, Error> {
@@ -373,17 +461,29 @@ mod cpu {
         Ok(f(samples))
     }
 
-    /// A new float32 CPU tensor of `shape`, filled by `f`.
-    pub(super) fn empty_f32(shape: [i64; 4], f: impl FnOnce(&mut [f32])) -> Result<Tensor, Error> {
+    /// A new float32 CPU tensor of `shape`, filled by `f`, which gets its samples
+    /// uninitialised and returns how many it wrote from the first on: all of them, or it is
+    /// an error.
+    pub(super) fn empty_f32(
+        shape: [i64; 4],
+        f: impl FnOnce(&mut [MaybeUninit<f32>]) -> usize,
+    ) -> Result<Tensor, Error> {
         let out = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
         let n = out.numel();
         if n > 0 {
             // SAFETY: `out` was just made by `empty`: a contiguous float32 CPU tensor
             // (libtorch aligns CPU storage to 64 bytes) of `n` samples that no other tensor
-            // shares, so the mutable slice is the only access to them while `f` runs.
-            let samples = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n) };
-            samples.fill(0.0);
-            f(samples);
+            // shares, so the mutable slice is the only access to them while `f` runs;
+            // `MaybeUninit` makes no claim on what they hold.
+            let samples = unsafe {
+                std::slice::from_raw_parts_mut(out.data_ptr() as *mut MaybeUninit<f32>, n)
+            };
+            let written = f(samples);
+            if written != n {
+                return Err(Error::SelfTest(format!(
+                    "the augmentation wrote {written} of a batch's {n} samples"
+                )));
+            }
         }
         Ok(out)
     }
@@ -392,6 +492,27 @@ mod cpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The intra-op team runs the work once on each of libtorch's threads at once, and a
+    /// panic in the work reaches the caller.
+    #[test]
+    fn the_intra_op_team_is_libtorchs_threads() {
+        use engine_data::augment::Team;
+        use std::collections::HashSet;
+        use std::sync::{Barrier, Mutex};
+        tch::set_num_threads(3);
+        let ids = Mutex::new(HashSet::new());
+        // Every member waits for the others: they run at once.
+        let all = Barrier::new(3);
+        cpu::IntraOp.run(&|| {
+            all.wait();
+            ids.lock().unwrap().insert(std::thread::current().id());
+        });
+        assert_eq!(ids.into_inner().unwrap().len(), 3);
+        let caught = std::panic::catch_unwind(|| cpu::IntraOp.run(&|| panic!("in the work")));
+        let message = caught.unwrap_err();
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"in the work"));
+    }
 
     /// The fused CPU path and the tensor path (the one a GPU takes) compute the same batch:
     /// RGB and grey, sizes off the vector widths, the default augmentation and masks.
