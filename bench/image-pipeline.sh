@@ -46,9 +46,9 @@
 #         augment every batch (engine/torch/src/images.rs, `Augment::default()`: flip p 0.5,
 #         an affine warp with rotation ±10°, translation ±5 %, scale 0.9-1.1, bilinear,
 #         border padding; brightness and contrast ±20 %; ImageNet normalisation; float32; on
-#         the CPU one fused pass per image from the cache, engine/data/src/augment.rs, which
-#         computes what affine_grid + grid_sample and the tensor operations of the GPU path
-#         compute). Later epochs: augment from the cache. Batches of 64 in a seeded shuffled
+#         the CPU one fused pass per image from the cache, engine/data/src/augment.rs, on
+#         libtorch's intra-op threads, which computes what affine_grid + grid_sample and the
+#         tensor operations of the GPU path compute). Later epochs: augment from the cache. Batches of 64 in a seeded shuffled
 #         order.
 #   peer: bench/image_pipeline.py: a Dataset over the sorted JPEG paths (PIL open, RGB,
 #         Resize(224), CenterCrop(224), RandomHorizontalFlip, RandomAffine(10, (0.05, 0.05),

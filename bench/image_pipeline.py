@@ -295,8 +295,9 @@ brightness ±20 % and contrast ±20 %, ImageNet normalisation; float32 NCHW; eve
   Epoch 1 decodes every JPEG on {args.threads} threads, resizes (SIMD convolutions) and
   crops, writes the uint8 cache (fresh every run), maps it with libtorch and augments every
   batch; later epochs augment from the cache. On the CPU the augmentation is one fused pass
-  per image straight from the cache (engine/data/src/augment.rs), computing what the GPU
-  path's affine_grid + grid_sample and tensor operations compute.
+  per image straight from the cache (engine/data/src/augment.rs) on libtorch's intra-op
+  threads, computing what the GPU path's affine_grid + grid_sample and tensor operations
+  compute.
 - peer: a Dataset over the sorted paths (PIL open, RGB, torchvision transforms
   `{peer_info.get('transforms', '?')}`), `DataLoader(batch_size={args.batch}, shuffle=True,
   num_workers={peer_info.get('workers', '?')}, persistent_workers=True)`,
