@@ -57,12 +57,12 @@ impl Team for Threads {
     }
 }
 
-/// One team member's buffers, reused across its images: the warped image in 0..255 units and,
-/// for RGB, the interleaved source.
+/// One team member's buffers, reused across its images: the warped image in 0..255 units and
+/// the source laid out as the vectorised warp reads it.
 #[derive(Default)]
 struct Scratch {
     warped: Vec<f32>,
-    rgbx: Vec<u8>,
+    staged: Vec<u8>,
 }
 
 /// Warps every image of `src` (one slice per image, planar `channels x size x size` uint8, as
@@ -115,7 +115,7 @@ pub fn augment<'o>(
                 channels,
                 size,
                 &draws[i].theta,
-                &mut scratch.rgbx,
+                &mut scratch.staged,
             ),
             Padding::Zeros => {
                 warp_zeros(img, warped, channels, size, &draws[i].theta);
@@ -181,31 +181,32 @@ unsafe fn written(out: &mut [MaybeUninit<f32>]) -> &mut [f32] {
 
 /// Bilinear warp of one planar image into `dst`, in the source's 0..255 units, with border
 /// padding. Returns the sum of the samples when it comes for free.
-/// `rgbx` is a buffer the vectorised RGB warp reuses.
+/// `staged` is a buffer the vectorised warp reuses.
 fn warp(
     img: &[u8],
     dst: &mut [f32],
     channels: usize,
     size: usize,
     t: &[f32; 6],
-    rgbx: &mut Vec<u8>,
+    staged: &mut Vec<u8>,
 ) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if let Some(sum) = simd::warp(img, dst, channels, size, t, rgbx) {
+    if let Some(sum) = simd::warp(img, dst, channels, size, t, staged) {
         return sum;
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = rgbx;
+    let _ = staged;
     let mut at = Taps::new(size);
     for i in 0..size {
         at.row(t, i, 0);
-        gather_planar(img, dst, channels, &at, i);
+        gather_planar(img, dst, channels, &at, i, 0);
     }
     None
 }
 
-/// Output row `i` of every channel of a planar image, one sample at a time.
-fn gather_planar(img: &[u8], dst: &mut [f32], channels: usize, at: &Taps, i: usize) {
+/// Output row `i` of every channel of a planar image from column `start` on, one sample at a
+/// time.
+fn gather_planar(img: &[u8], dst: &mut [f32], channels: usize, at: &Taps, i: usize, start: usize) {
     let size = at.size;
     let plane = size * size;
     for c in 0..channels {
@@ -215,7 +216,7 @@ fn gather_planar(img: &[u8], dst: &mut [f32], channels: usize, at: &Taps, i: usi
         ) else {
             return;
         };
-        for (j, v) in row.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate().skip(start) {
             let (o, oy) = (at.off[j] as usize, at.dy[j] as usize);
             // The right neighbour of the last column is the next row's first pixel (or past
             // the end): its weight is 0.
@@ -284,19 +285,22 @@ impl Taps {
 #[allow(unsafe_code)]
 mod simd {
     //! The warp with AVX2 and FMA, when the CPU has them (checked at run time): the taps
-    //! eight pixels at a time, and for RGB a pixel's three channels in one vector with its
-    //! right neighbour in the same 8-byte read, four pixels transposed into a vector per
-    //! channel.
+    //! eight pixels at a time; for RGB a pixel's three channels in one vector with its right
+    //! neighbour in the same 8-byte read, four pixels transposed into a vector per channel;
+    //! for grey eight pixels at a time, each with its right neighbour in one gathered
+    //! 4-byte lane.
     use std::arch::x86_64::{
-        __m128, __m256, _CMP_LT_OQ, _mm_add_ps, _mm_cvtss_f32, _mm_fmadd_ps, _mm_loadl_epi64,
-        _mm_loadu_si128, _mm_movehl_ps, _mm_movelh_ps, _mm_set1_ps, _mm_setzero_ps,
-        _mm_setzero_si128, _mm_shuffle_ps, _mm_storeu_ps, _mm_storeu_si128, _mm_sub_ps,
-        _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpackhi_ps, _mm_unpacklo_epi8,
-        _mm_unpacklo_epi16, _mm_unpacklo_ps, _mm256_add_ps, _mm256_and_si256, _mm256_castps_si256,
-        _mm256_castps256_ps128, _mm256_cmp_ps, _mm256_cvtepi32_ps, _mm256_cvtepu8_epi32,
-        _mm256_cvttps_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps, _mm256_loadu_ps,
-        _mm256_max_ps, _mm256_min_ps, _mm256_mul_ps, _mm256_set1_epi32, _mm256_set1_ps,
-        _mm256_setzero_ps, _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_ps,
+        __m128, __m256, __m256i, _CMP_LT_OQ, _mm_add_ps, _mm_cvtss_f32, _mm_fmadd_ps,
+        _mm_loadl_epi64, _mm_loadu_si128, _mm_movehl_ps, _mm_movelh_ps, _mm_set1_ps,
+        _mm_setzero_ps, _mm_setzero_si128, _mm_shuffle_ps, _mm_storeu_ps, _mm_storeu_si128,
+        _mm_sub_ps, _mm_unpackhi_epi8, _mm_unpackhi_epi16, _mm_unpackhi_ps, _mm_unpacklo_epi8,
+        _mm_unpacklo_epi16, _mm_unpacklo_ps, _mm256_add_epi32, _mm256_add_ps, _mm256_and_si256,
+        _mm256_castps_si256, _mm256_castps256_ps128, _mm256_cmp_ps, _mm256_cvtepi32_ps,
+        _mm256_cvtepu8_epi32, _mm256_cvttps_epi32, _mm256_extractf128_ps, _mm256_fmadd_ps,
+        _mm256_i32gather_epi32, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_max_epi32,
+        _mm256_max_ps, _mm256_min_epi32, _mm256_min_ps, _mm256_mul_ps, _mm256_set1_epi32,
+        _mm256_set1_ps, _mm256_setzero_ps, _mm256_setzero_si256, _mm256_srli_epi32,
+        _mm256_storeu_ps, _mm256_storeu_si256, _mm256_sub_ps,
     };
 
     use super::Taps;
@@ -309,13 +313,13 @@ mod simd {
         channels: usize,
         size: usize,
         t: &[f32; 6],
-        rgbx: &mut Vec<u8>,
+        staged: &mut Vec<u8>,
     ) -> Option<Option<f64>> {
         if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return None;
         }
         // SAFETY: the CPU has both features the function is compiled for (checked above).
-        Some(unsafe { warp_avx2(img, dst, channels, size, t, rgbx) })
+        Some(unsafe { warp_avx2(img, dst, channels, size, t, staged) })
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -325,21 +329,35 @@ mod simd {
         channels: usize,
         size: usize,
         t: &[f32; 6],
-        rgbx: &mut Vec<u8>,
+        staged: &mut Vec<u8>,
     ) -> Option<f64> {
         let mut at = Taps::new(size);
-        if channels != 3 {
-            for i in 0..size {
-                taps(&mut at, t, i);
-                super::gather_planar(img, dst, channels, &at, i);
-            }
-            return None;
-        }
-        interleave(img, size, rgbx);
         let mut total = 0f64;
-        for i in 0..size {
-            taps(&mut at, t, i);
-            total += f64::from(row_rgb(rgbx, dst, &at, i));
+        match channels {
+            1 => {
+                // The plane and 4 spare bytes, so that a 4-byte read at any pixel is inside.
+                staged.clear();
+                staged.extend_from_slice(&img[..img.len().min(size * size)]);
+                staged.resize(size * size + 4, 0);
+                for i in 0..size {
+                    taps(&mut at, t, i);
+                    total += f64::from(row_grey(staged, dst, &at, i));
+                }
+            }
+            3 => {
+                interleave(img, size, staged);
+                for i in 0..size {
+                    taps(&mut at, t, i);
+                    total += f64::from(row_rgb(staged, dst, &at, i));
+                }
+            }
+            _ => {
+                for i in 0..size {
+                    taps(&mut at, t, i);
+                    super::gather_planar(img, dst, channels, &at, i, 0);
+                }
+                return None;
+            }
         }
         Some(total)
     }
@@ -455,6 +473,69 @@ mod simd {
             _mm256_extractf128_ps::<1>(cols),
         );
         _mm_fmadd_ps(_mm_set1_ps(wx), _mm_sub_ps(right, left), left)
+    }
+
+    /// Output row `i` of a grey `dst` from the plane `px` (with at least 4 bytes after its last
+    /// pixel); returns the sum of its samples.
+    #[target_feature(enable = "avx2,fma")]
+    fn row_grey(px: &[u8], dst: &mut [f32], at: &Taps, i: usize) -> f32 {
+        let size = at.size;
+        let (Some(row), Some(reads)) = (
+            dst.get_mut(i * size..(i + 1) * size),
+            px.len().checked_sub(4),
+        ) else {
+            return 0.0;
+        };
+        // The offsets are clamped to where a 4-byte read still ends inside `px`.
+        let (zero, last) = (_mm256_setzero_si256(), _mm256_set1_epi32(reads as i32));
+        let byte = _mm256_set1_epi32(0xff);
+        let inside = |o: __m256i| _mm256_min_epi32(_mm256_max_epi32(o, zero), last);
+        // A pixel (low byte) and its right neighbour (next byte) as floats.
+        let split = |v: __m256i| {
+            let left = _mm256_cvtepi32_ps(_mm256_and_si256(v, byte));
+            let right = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srli_epi32::<8>(v), byte));
+            (left, right)
+        };
+        let mut sum = _mm256_setzero_ps();
+        let eights = (at.off.chunks_exact(8).zip(at.dy.chunks_exact(8)))
+            .zip(at.wx.chunks_exact(8).zip(at.wy.chunks_exact(8)))
+            .zip(row.chunks_exact_mut(8));
+        for (((o, d), (x, y)), out) in eights {
+            // SAFETY: each chunk holds eight values; the loads and the store are unaligned.
+            let (o, d, wx, wy) = unsafe {
+                (
+                    _mm256_loadu_si256(o.as_ptr().cast()),
+                    _mm256_loadu_si256(d.as_ptr().cast()),
+                    _mm256_loadu_ps(x.as_ptr()),
+                    _mm256_loadu_ps(y.as_ptr()),
+                )
+            };
+            let (top, bottom) = (inside(o), inside(_mm256_add_epi32(o, d)));
+            // SAFETY: every offset is within 0..=px.len() - 4, so each 4-byte read (unaligned,
+            // scale 1) is inside `px`.
+            let (top, bottom) = unsafe {
+                (
+                    _mm256_i32gather_epi32::<1>(px.as_ptr().cast(), top),
+                    _mm256_i32gather_epi32::<1>(px.as_ptr().cast(), bottom),
+                )
+            };
+            let ((a, b), (c, e)) = (split(top), split(bottom));
+            let upper = _mm256_fmadd_ps(wx, _mm256_sub_ps(b, a), a);
+            let lower = _mm256_fmadd_ps(wx, _mm256_sub_ps(e, c), c);
+            let v = _mm256_fmadd_ps(wy, _mm256_sub_ps(lower, upper), upper);
+            sum = _mm256_add_ps(sum, v);
+            // SAFETY: `out` holds eight floats; the store is unaligned.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds eight floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        let total: f32 = lanes.iter().sum();
+        // The last columns one at a time.
+        let rest = size / 8 * 8;
+        super::gather_planar(px, dst, 1, at, i, rest);
+        let done = dst.get(i * size + rest..(i + 1) * size).unwrap_or_default();
+        total + done.iter().sum::<f32>()
     }
 
     /// Output row `i` of the three planes of `dst`; returns the sum of its samples.
@@ -719,7 +800,7 @@ mod tests {
         let mut at = Taps::new(size);
         for i in 0..size {
             at.row(t, i, 0);
-            gather_planar(img, &mut dst, channels, &at, i);
+            gather_planar(img, &mut dst, channels, &at, i, 0);
         }
         dst
     }
@@ -729,7 +810,7 @@ mod tests {
         let mut rng = engine_core::metrics::rng::Xoshiro256::seed_from(7);
         let mut u = || (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32;
         // Sizes off the vector widths too, grey and RGB, maps reaching outside the image.
-        for (size, channels) in [(13, 3), (32, 3), (29, 1), (8, 3), (1, 3)] {
+        for (size, channels) in [(13, 3), (32, 3), (29, 1), (16, 1), (8, 3), (1, 3), (1, 1)] {
             let img: Vec<u8> = (0..channels * size * size)
                 .map(|_| (u() * 255.0) as u8)
                 .collect();

@@ -59,6 +59,9 @@ enum Cmd {
         /// Resolution.
         #[arg(long, default_value_t = 224)]
         size: usize,
+        /// Channels of the cache: 3 (RGB) or 1 (grey, as for radiographs).
+        #[arg(long, default_value = "3", value_parser = channels_arg())]
+        channels: usize,
         /// Epochs.
         #[arg(long, default_value_t = 3)]
         epochs: u64,
@@ -149,11 +152,20 @@ fn main() -> ExitCode {
             dir,
             cache,
             size,
+            channels,
             epochs,
             batch,
             threads,
             device,
-        } => match bench_images(&dir, &cache, size, epochs, batch, threads, &device) {
+        } => match bench_images(
+            &dir,
+            &cache,
+            (size, channels),
+            epochs,
+            batch,
+            threads,
+            &device,
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -188,11 +200,18 @@ fn stage_exec(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// One epoch over the images of `dir` per line of output; the first epoch builds the cache.
+/// `--channels`: 1 or 3.
+fn channels_arg() -> impl clap::builder::TypedValueParser<Value = usize> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["1", "3"]).map(|v| if v == "1" { 1 } else { 3 })
+}
+
+/// One epoch over the images of `dir` per line of output; the first epoch builds the cache
+/// of `size` pixels and `channels` channels.
 fn bench_images(
     dir: &std::path::Path,
     cache: &std::path::Path,
-    size: usize,
+    (size, channels): (usize, usize),
     epochs: u64,
     batch: usize,
     threads: usize,
@@ -212,7 +231,7 @@ fn bench_images(
     let _ = std::fs::remove_dir_all(cache);
     let ids: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let key = engine_data::imagecache::key("bench", &id_refs, size, 3);
+    let key = engine_data::imagecache::key("bench", &id_refs, size, channels);
     let aug = Augment::default();
     let mut images = None;
     for epoch in 0..epochs {
@@ -221,9 +240,17 @@ fn bench_images(
             let info = match engine_data::imagecache::open(cache, &key) {
                 Some(i) => i,
                 None => {
-                    engine_data::imagecache::build(cache, &key, &paths, size, 3, threads, &|_| {})
-                        .map_err(|e| e.to_string())?
-                        .0
+                    engine_data::imagecache::build(
+                        cache,
+                        &key,
+                        &paths,
+                        size,
+                        channels,
+                        threads,
+                        &|_| {},
+                    )
+                    .map_err(|e| e.to_string())?
+                    .0
                 }
             };
             images = Some(DeviceImages::load(&info, device, u64::MAX).map_err(|e| e.to_string())?);
