@@ -487,7 +487,8 @@ mod simd {
             return 0.0;
         };
         // The offsets are clamped to where a 4-byte read still ends inside `px`.
-        let (zero, last) = (_mm256_setzero_si256(), _mm256_set1_epi32(reads as i32));
+        let reads = i32::try_from(reads).unwrap_or(i32::MAX);
+        let (zero, last) = (_mm256_setzero_si256(), _mm256_set1_epi32(reads));
         let byte = _mm256_set1_epi32(0xff);
         let inside = |o: __m256i| _mm256_min_epi32(_mm256_max_epi32(o, zero), last);
         // A pixel (low byte) and its right neighbour (next byte) as floats.

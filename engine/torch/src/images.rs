@@ -499,16 +499,26 @@ mod tests {
     fn the_intra_op_team_is_libtorchs_threads() {
         use engine_data::augment::Team;
         use std::collections::HashSet;
-        use std::sync::{Barrier, Mutex};
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
         tch::set_num_threads(3);
         let ids = Mutex::new(HashSet::new());
-        // Every member waits for the others: they run at once.
-        let all = Barrier::new(3);
+        // Every member waits (up to 10 s) until all three have arrived: they run at once.
+        let (arrived, met) = (AtomicUsize::new(0), AtomicUsize::new(0));
         cpu::IntraOp.run(&|| {
-            all.wait();
             ids.lock().unwrap().insert(std::thread::current().id());
+            arrived.fetch_add(1, Ordering::SeqCst);
+            let start = Instant::now();
+            while arrived.load(Ordering::SeqCst) < 3 && start.elapsed() < Duration::from_secs(10) {
+                std::thread::yield_now();
+            }
+            if arrived.load(Ordering::SeqCst) == 3 {
+                met.fetch_add(1, Ordering::SeqCst);
+            }
         });
         assert_eq!(ids.into_inner().unwrap().len(), 3);
+        assert_eq!(met.into_inner(), 3, "the members did not run at once");
         let caught = std::panic::catch_unwind(|| cpu::IntraOp.run(&|| panic!("in the work")));
         let message = caught.unwrap_err();
         assert_eq!(message.downcast_ref::<&str>(), Some(&"in the work"));
