@@ -192,7 +192,7 @@ fn warp(
 ) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if let Some(sum) = simd::warp(img, dst, channels, size, t, staged) {
-        return sum;
+        return Some(sum);
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = staged;
@@ -305,8 +305,8 @@ mod simd {
 
     use super::Taps;
 
-    /// [`super::warp`] when the CPU has AVX2 and FMA (`None` otherwise); the inner `Option`
-    /// is the sum of the samples, computed for RGB.
+    /// [`super::warp`] of a grey or RGB image when the CPU has AVX2 and FMA, returning the
+    /// sum of the samples; `None` (nothing written) otherwise.
     pub(super) fn warp(
         img: &[u8],
         dst: &mut [f32],
@@ -314,14 +314,17 @@ mod simd {
         size: usize,
         t: &[f32; 6],
         staged: &mut Vec<u8>,
-    ) -> Option<Option<f64>> {
-        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+    ) -> Option<f64> {
+        let vectorised = channels == 1 || channels == 3;
+        if !(vectorised && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
             return None;
         }
         // SAFETY: the CPU has both features the function is compiled for (checked above).
         Some(unsafe { warp_avx2(img, dst, channels, size, t, staged) })
     }
 
+    /// The warp of a grey (`channels` 1) or RGB (otherwise) image; returns the sum of its
+    /// samples.
     #[target_feature(enable = "avx2,fma")]
     fn warp_avx2(
         img: &[u8],
@@ -330,36 +333,26 @@ mod simd {
         size: usize,
         t: &[f32; 6],
         staged: &mut Vec<u8>,
-    ) -> Option<f64> {
+    ) -> f64 {
         let mut at = Taps::new(size);
         let mut total = 0f64;
-        match channels {
-            1 => {
-                // The plane and 4 spare bytes, so that a 4-byte read at any pixel is inside.
-                staged.clear();
-                staged.extend_from_slice(&img[..img.len().min(size * size)]);
-                staged.resize(size * size + 4, 0);
-                for i in 0..size {
-                    taps(&mut at, t, i);
-                    total += f64::from(row_grey(staged, dst, &at, i));
-                }
+        if channels == 1 {
+            // The plane and 4 spare bytes, so that a 4-byte read at any pixel is inside.
+            staged.clear();
+            staged.extend_from_slice(&img[..img.len().min(size * size)]);
+            staged.resize(size * size + 4, 0);
+            for i in 0..size {
+                taps(&mut at, t, i);
+                total += f64::from(row_grey(staged, dst, &at, i));
             }
-            3 => {
-                interleave(img, size, staged);
-                for i in 0..size {
-                    taps(&mut at, t, i);
-                    total += f64::from(row_rgb(staged, dst, &at, i));
-                }
-            }
-            _ => {
-                for i in 0..size {
-                    taps(&mut at, t, i);
-                    super::gather_planar(img, dst, channels, &at, i, 0);
-                }
-                return None;
+        } else {
+            interleave(img, size, staged);
+            for i in 0..size {
+                taps(&mut at, t, i);
+                total += f64::from(row_rgb(staged, dst, &at, i));
             }
         }
-        Some(total)
+        total
     }
 
     /// [`Taps::row`] eight pixels at a time; the rest one at a time.
