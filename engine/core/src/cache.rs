@@ -32,6 +32,11 @@ pub struct CacheKey {
     pub inputs: BTreeMap<String, String>,
     /// The stage's seed.
     pub seed: u64,
+    /// The manifest's TaskSpec, for the kinds whose results depend on the request
+    /// ([`crate::manifest::StageKind::reads_task`]: an evaluation's verdicts and threshold);
+    /// absent otherwise, so that other kinds' keys do not change with the request's words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<Value>,
 }
 
 impl CacheKey {
@@ -69,6 +74,9 @@ impl CacheKey {
         diff_maps("input", &old.inputs, &self.inputs, &mut out);
         if self.seed != old.seed {
             out.push(format!("seed {} → {}", old.seed, self.seed));
+        }
+        if self.task != old.task {
+            out.push("the task (the request's requirements) changed".to_owned());
         }
         out
     }
@@ -138,6 +146,7 @@ mod tests {
             datasets: BTreeMap::from([("siim".into(), "d1".into())]),
             inputs: BTreeMap::from([("script.py".into(), "i1".into())]),
             seed: 7,
+            task: None,
         }
     }
 
@@ -196,6 +205,30 @@ mod tests {
     #[test]
     fn seed_changes_the_key() {
         assert!(differs(|k| k.seed = 8));
+    }
+
+    #[test]
+    fn the_task_changes_the_key_of_kinds_that_read_it() {
+        let spec = json!({"task": "binary_classification", "modality": "chest_xray"});
+        assert!(differs(|k| k.task = Some(spec.clone())));
+        let mut with = base();
+        with.task = Some(spec.clone());
+        let mut other = with.clone();
+        other.task.as_mut().unwrap()["constraints"] =
+            json!([{"metric": "sensitivity", "op": ">=", "value": 0.9}]);
+        assert_ne!(with.digest(), other.digest());
+        assert_eq!(
+            other.changes_from(&with),
+            ["the task (the request's requirements) changed"]
+        );
+    }
+
+    #[test]
+    fn a_key_without_a_task_keeps_its_digest() {
+        // Kinds that do not read the task serialise no `task` field, so their entries from
+        // before the field existed are still found.
+        let text = serde_json::to_string(&base()).unwrap();
+        assert!(!text.contains("task"));
     }
 
     #[test]

@@ -561,6 +561,11 @@ pub fn stage_job(
             .collect(),
         seed: sp.key.seed,
         cpus,
+        task: sp
+            .key
+            .task
+            .as_ref()
+            .and_then(|t| serde_json::from_value(t.clone()).ok()),
     }
 }
 

@@ -36,6 +36,9 @@ pub struct StageJob {
     pub seed: u64,
     /// CPU threads granted to the stage.
     pub cpus: u32,
+    /// The manifest's TaskSpec, for kinds that read it (`StageKind::reads_task`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<crate::task::TaskSpec>,
 }
 
 impl StageJob {

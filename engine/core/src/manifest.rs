@@ -444,9 +444,16 @@ impl StageKind {
             StageKind::ModelPredict => 1,
             StageKind::DetectorTrain => 1,
             StageKind::PseudoLabel => 1,
-            StageKind::Evaluate => 1,
+            StageKind::Evaluate => 2,
             StageKind::Command => 1,
         }
+    }
+
+    /// Whether the kind's results depend on the manifest's TaskSpec (its job carries the
+    /// task, and its cache key holds it): an evaluation locks its threshold and checks the
+    /// requirements the request states.
+    pub fn reads_task(self) -> bool {
+        matches!(self, StageKind::Evaluate)
     }
 }
 

@@ -156,6 +156,16 @@ pub fn make_plan(
             datasets,
             inputs,
             seed: m.seed_of(id),
+            task: stage
+                .uses
+                .reads_task()
+                .then(|| {
+                    m.manifest
+                        .task
+                        .as_ref()
+                        .map(|t| serde_json::to_value(t).unwrap_or_default())
+                })
+                .flatten(),
         };
         let digest = key.digest();
         digests.insert(id.clone(), digest.clone());

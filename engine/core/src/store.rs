@@ -267,6 +267,7 @@ mod tests {
             datasets: BTreeMap::new(),
             inputs: BTreeMap::new(),
             seed: 0,
+            task: None,
         }
     }
 

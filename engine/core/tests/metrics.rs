@@ -233,3 +233,21 @@ fn paired_bootstrap_and_delong_agree_on_the_fixture() {
         d.p_value
     );
 }
+
+#[test]
+fn exact_intervals_match_statsmodels() {
+    // exact.json: statsmodels' proportion_confint(method="beta"), written by
+    // make_exact_fixtures.py beside it.
+    let text = std::fs::read_to_string(fixture("exact.json")).unwrap();
+    let refs: Value = serde_json::from_str(&text).unwrap();
+    let mut worst = 0.0f64;
+    for case in refs["cases"].as_array().unwrap() {
+        let (k, n) = (case["k"].as_u64().unwrap(), case["n"].as_u64().unwrap());
+        let level = case["level"].as_f64().unwrap();
+        let (lo, hi) = engine_core::metrics::clopper_pearson(k, n, level).unwrap();
+        let what = format!("{k} of {n} at {level}");
+        worst = worst.max(close(&format!("{what} lower"), lo, &case["ci"][0], 1e-9));
+        worst = worst.max(close(&format!("{what} upper"), hi, &case["ci"][1], 1e-9));
+    }
+    println!("exact intervals: max error {worst:e}");
+}

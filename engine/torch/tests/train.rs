@@ -54,6 +54,7 @@ fn job(ws: &Path, out: &str, spec: &Dataset, params: serde_json::Value, seed: u6
         dataset_fingerprints: BTreeMap::from([("d".into(), "fp".into())]),
         seed,
         cpus: 2,
+        task: None,
     }
 }
 

@@ -355,6 +355,179 @@ impl BinaryData {
     }
 }
 
+/// How a decision threshold is chosen (on validation; it is then used unchanged).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OperatingRule {
+    /// Youden's J: the threshold maximising sensitivity + specificity - 1.
+    Youden,
+    /// The highest threshold whose sensitivity is at least this: the best specificity among
+    /// the thresholds that meet the sensitivity.
+    MinSensitivity(f64),
+    /// The lowest threshold whose specificity is at least this: the best sensitivity among
+    /// the thresholds that meet the specificity.
+    MinSpecificity(f64),
+}
+
+impl OperatingRule {
+    /// The rule in words, e.g. "the highest specificity with sensitivity of at least 90%".
+    pub fn describe(&self) -> String {
+        match self {
+            OperatingRule::Youden => {
+                "Youden's point (the largest sensitivity + specificity)".to_owned()
+            }
+            OperatingRule::MinSensitivity(x) => format!(
+                "the highest specificity with a sensitivity of at least {}",
+                percent(*x)
+            ),
+            OperatingRule::MinSpecificity(x) => format!(
+                "the highest sensitivity with a specificity of at least {}",
+                percent(*x)
+            ),
+        }
+    }
+}
+
+/// A fraction as a percentage in words: 0.9 -> "90%", 0.875 -> "87.5%".
+pub fn percent(x: f64) -> String {
+    let p = 100.0 * x;
+    if (p - p.round()).abs() < 1e-9 {
+        format!("{p:.0}%")
+    } else {
+        format!("{}%", (p * 10.0).round() / 10.0)
+    }
+}
+
+/// A threshold chosen by an [`OperatingRule`], with what it gave on the data it was chosen on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OperatingPoint {
+    /// Predicted positive when the score is `>=` this.
+    pub threshold: f64,
+    /// Sensitivity on the data it was chosen on.
+    pub sensitivity: f64,
+    /// Specificity on the data it was chosen on.
+    pub specificity: f64,
+}
+
+impl BinaryData {
+    /// The threshold `rule` picks on these predictions; `None` with one class only.
+    /// Every target is reachable: the lowest score calls everything positive (sensitivity
+    /// 1), and when no score keeps the specificity, the threshold lies just above the
+    /// highest score and calls nothing positive (specificity 1).
+    pub fn operating_point(&self, rule: OperatingRule) -> Option<OperatingPoint> {
+        let r = &self.ranked;
+        let pos = r.code.iter().filter(|&&c| c & POSITIVE != 0).count() as u64;
+        let neg = r.code.len() as u64 - pos;
+        if pos == 0 || neg == 0 {
+            return None;
+        }
+        let (pos_f, neg_f) = (pos as f64, neg as f64);
+        let point = |tp: u64, fp: u64, threshold: f64| OperatingPoint {
+            threshold,
+            sensitivity: tp as f64 / pos_f,
+            specificity: (neg - fp) as f64 / neg_f,
+        };
+        if let OperatingRule::Youden = rule {
+            let m = self.metrics(&BinaryOptions::default());
+            return Some(OperatingPoint {
+                threshold: m.threshold,
+                sensitivity: m.sensitivity,
+                specificity: m.specificity,
+            });
+        }
+        // As in `weighted`: the targets as counts, with a hair of slack for rounding.
+        let min_tp = match rule {
+            OperatingRule::MinSensitivity(x) => (x * pos_f * (1.0 - 1e-12)).ceil().max(0.0) as u64,
+            _ => 0,
+        };
+        let max_fp = match rule {
+            OperatingRule::MinSpecificity(x) => {
+                (neg_f - x * neg_f * (1.0 - 1e-12)).floor().max(0.0) as u64
+            }
+            _ => u64::MAX,
+        };
+        let (mut tp, mut fp) = (0u64, 0u64);
+        let mut best: Option<OperatingPoint> = None;
+        for (j, &code) in r.code.iter().enumerate() {
+            if code & POSITIVE != 0 {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+            if code & RUN_END == 0 {
+                continue;
+            }
+            match rule {
+                OperatingRule::MinSensitivity(_) if tp >= min_tp => {
+                    return Some(point(tp, fp, r.scores[j]));
+                }
+                OperatingRule::MinSpecificity(_) if fp <= max_fp => {
+                    best = Some(point(tp, fp, r.scores[j]));
+                }
+                _ => {}
+            }
+        }
+        best.or_else(|| {
+            // Nothing meets the specificity: call nothing positive.
+            let top = r.scores.first().copied()?;
+            Some(point(0, 0, top.next_up()))
+        })
+    }
+}
+
+/// Counts of a binary decision at a fixed threshold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Confusion {
+    /// Positives called positive.
+    pub tp: u64,
+    /// Negatives called positive.
+    pub fp: u64,
+    /// Negatives called negative.
+    pub tn: u64,
+    /// Positives called negative.
+    pub fn_: u64,
+}
+
+impl Confusion {
+    /// The counts of `score >= threshold` against the labels, each case counted `w[i]` times.
+    pub fn at(positive: &[bool], scores: &[f64], threshold: f64, w: &[u32]) -> Confusion {
+        let mut c = Confusion::default();
+        for ((&p, &s), &wi) in positive.iter().zip(scores).zip(w) {
+            let wi = u64::from(wi);
+            match (p, s >= threshold) {
+                (true, true) => c.tp += wi,
+                (true, false) => c.fn_ += wi,
+                (false, true) => c.fp += wi,
+                (false, false) => c.tn += wi,
+            }
+        }
+        c
+    }
+
+    /// Sensitivity, specificity, PPV, NPV, F1 and accuracy, NaN where undefined.
+    pub fn rates(&self) -> [f64; 6] {
+        let ratio = |a: u64, b: u64| {
+            if b == 0 {
+                f64::NAN
+            } else {
+                a as f64 / b as f64
+            }
+        };
+        let all = self.tp + self.fp + self.tn + self.fn_;
+        [
+            ratio(self.tp, self.tp + self.fn_),
+            ratio(self.tn, self.tn + self.fp),
+            ratio(self.tp, self.tp + self.fp),
+            ratio(self.tn, self.tn + self.fn_),
+            ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn_),
+            ratio(self.tp + self.tn, all),
+        ]
+    }
+
+    /// Names of [`Confusion::rates`], in order.
+    pub const RATES: [&'static str; 6] =
+        ["sensitivity", "specificity", "ppv", "npv", "f1", "accuracy"];
+}
+
 /// ROC AUC of scores against binary labels, as scikit-learn's `roc_auc_score`.
 pub fn roc_auc(positive: &[bool], scores: &[f64]) -> Result<f64, MetricsError> {
     let auc = BinaryData::new(positive, scores)?.auc();
@@ -455,6 +628,70 @@ mod tests {
             BinaryData::new(&[], &[]),
             Err(MetricsError::Empty)
         ));
+    }
+
+    #[test]
+    fn operating_points_meet_their_targets_with_the_best_other_rate() {
+        // Sorted: 0.9 P, 0.8 P, 0.7 N, 0.6 P, 0.3 N, 0.2 N.
+        let d = data(&[1, 1, 0, 1, 0, 0], &[0.9, 0.8, 0.7, 0.6, 0.3, 0.2]);
+        // Sensitivity >= 0.9 needs all three positives: threshold 0.6, specificity 2/3.
+        let p = d
+            .operating_point(OperatingRule::MinSensitivity(0.9))
+            .unwrap();
+        assert_eq!(
+            (p.threshold, p.sensitivity, p.specificity),
+            (0.6, 1.0, 2.0 / 3.0)
+        );
+        // Sensitivity >= 0.6 needs two: the higher threshold 0.8 keeps specificity 1.
+        let p = d
+            .operating_point(OperatingRule::MinSensitivity(0.6))
+            .unwrap();
+        assert_eq!((p.threshold, p.specificity), (0.8, 1.0));
+        // Specificity >= 0.6 allows one false positive: down to 0.6, sensitivity 1.
+        let p = d
+            .operating_point(OperatingRule::MinSpecificity(0.6))
+            .unwrap();
+        assert_eq!(
+            (p.threshold, p.sensitivity, p.specificity),
+            (0.6, 1.0, 2.0 / 3.0)
+        );
+        let y = d.operating_point(OperatingRule::Youden).unwrap();
+        assert_eq!(y.threshold, 0.8);
+        // A negative scored highest: specificity 1 is out of reach but for "nothing positive".
+        let d = data(&[0, 1, 0], &[0.9, 0.5, 0.1]);
+        let p = d
+            .operating_point(OperatingRule::MinSpecificity(1.0))
+            .unwrap();
+        assert!(p.threshold > 0.9 && p.sensitivity == 0.0 && p.specificity == 1.0);
+        assert_eq!(
+            data(&[1, 1], &[0.2, 0.3]).operating_point(OperatingRule::Youden),
+            None
+        );
+    }
+
+    #[test]
+    fn confusion_at_a_fixed_threshold() {
+        let pos = [true, true, false, true, false, false];
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.3, 0.2];
+        let c = Confusion::at(&pos, &scores, 0.7, &[1; 6]);
+        assert_eq!(
+            c,
+            Confusion {
+                tp: 2,
+                fp: 1,
+                tn: 2,
+                fn_: 1
+            }
+        );
+        let [sens, spec, ppv, npv, f1, acc] = c.rates();
+        assert_eq!(
+            (sens, spec, ppv, npv),
+            (2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0)
+        );
+        assert_eq!((f1, acc), (2.0 / 3.0, 4.0 / 6.0));
+        assert_eq!(Confusion::at(&pos, &scores, 0.7, &[0, 2, 0, 0, 0, 0]).tp, 2);
+        assert_eq!(percent(0.9), "90%");
+        assert_eq!(percent(0.875), "87.5%");
     }
 
     #[test]

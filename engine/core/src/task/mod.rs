@@ -1,7 +1,9 @@
-//! The semantic parser: a clinician's request in words becomes a TaskSpec.
+//! The semantic parser: a clinician's request in words becomes a TaskSpec; and the
+//! requirements of a TaskSpec checked against what an evaluation measured.
 
 mod check;
 mod parse;
+pub mod requirements;
 mod schema;
 mod spec;
 mod text;
