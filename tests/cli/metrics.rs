@@ -57,11 +57,14 @@ fn binary_json_has_every_metric_with_an_interval() {
         "auc",
         "sensitivity",
         "specificity",
+        "ppv",
+        "npv",
         "f1",
         "accuracy",
-        "threshold",
         "sensitivity_at_specificity",
         "specificity_at_sensitivity",
+        "brier",
+        "ece",
     ] {
         let m = &metrics[name];
         let value = m["value"].as_f64().unwrap();
@@ -71,7 +74,105 @@ fn binary_json_has_every_metric_with_an_interval() {
     }
     let want = &references()["binary"]["binary_ties.csv"];
     near(&metrics["auc"]["value"], &want["auc"], 1e-9);
+    // Without --threshold, Youden's point on these predictions, and said to be: a figure
+    // chosen, not estimated, so it has no interval.
     near(&metrics["threshold"]["value"], &want["threshold"], 1e-12);
+    assert_eq!(metrics["threshold"]["ci"], Value::Null);
+    assert_eq!(v["threshold"]["chosen_on"], "these predictions");
+    assert_eq!(v["threshold"]["fixed_beforehand"], false);
+    for name in ["sensitivity", "specificity", "f1", "accuracy"] {
+        near(&metrics[name]["value"], &want[name], 1e-12);
+    }
+}
+
+#[test]
+fn a_fixed_threshold_is_applied_unchanged_with_exact_intervals() {
+    // Nine positives, all above 0.5; eleven negatives, two above it. Cases, not patients.
+    let ws = Workspace::new();
+    let mut csv = String::from("id,label,prob\n");
+    for i in 0..9 {
+        csv.push_str(&format!("p{i},1,0.{}\n", 6 + i % 4));
+    }
+    for i in 0..11 {
+        let prob = if i < 2 {
+            0.7
+        } else {
+            0.1 + 0.01 * f64::from(i)
+        };
+        csv.push_str(&format!("n{i},0,{prob}\n"));
+    }
+    ws.file("p.csv", &csv);
+    let v = json(
+        &ws.run(&[
+            "metrics",
+            "--task",
+            "binary",
+            "--preds",
+            "p.csv",
+            "--threshold",
+            "0.5",
+            "--json",
+            "--bootstrap",
+            "200",
+        ])
+        .code(0),
+    );
+    assert_eq!(v["threshold"]["value"], 0.5);
+    assert_eq!(v["threshold"]["fixed_beforehand"], true);
+    assert_eq!(
+        (v["threshold"]["tp"].as_u64(), v["threshold"]["fp"].as_u64()),
+        (Some(9), Some(2))
+    );
+    // 9 of 9: the exact interval does not collapse at 1 as a percentile bootstrap does.
+    let sens = &v["metrics"]["sensitivity"];
+    assert_eq!(sens["value"], 1.0);
+    near(
+        &sens["ci"][0],
+        &Value::from(0.025f64.powf(1.0 / 9.0)),
+        1e-12,
+    );
+    assert_eq!(sens["ci"][1], 1.0);
+    near(
+        &v["metrics"]["specificity"]["value"],
+        &Value::from(9.0 / 11.0),
+        1e-12,
+    );
+    assert_eq!(v["intervals"]["proportions"], "exact (Clopper-Pearson)");
+    // Youden's point here would be another threshold; the fixed one is not re-tuned.
+    assert_ne!(v["metrics"]["threshold"]["value"], Value::from(0.7));
+    assert_eq!(v["metrics"]["threshold"]["value"], 0.5);
+    let text = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "binary",
+            "--preds",
+            "p.csv",
+            "--threshold",
+            "0.5",
+        ])
+        .code(0)
+        .stdout;
+    assert!(
+        text.contains("threshold 0.5000 (fixed on given with --threshold, not re-tuned here)"),
+        "{text}"
+    );
+    let bad = ws
+        .run(&[
+            "metrics",
+            "--task",
+            "binary",
+            "--preds",
+            "p.csv",
+            "--threshold",
+            "nan",
+        ])
+        .code(2);
+    assert!(
+        bad.stderr.contains("--threshold NaN is not a number"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -95,7 +196,8 @@ fn binary_table_and_seeds() {
             .contains("95% CI: percentile bootstrap, 200 resamples by case, seed 0")
     );
     assert!(
-        r.stdout.contains("sensitivity at specificity 0.8"),
+        r.stdout
+            .contains("sensitivity at 80% specificity (ROC curve)"),
         "{}",
         r.stdout
     );
@@ -635,10 +737,10 @@ fn paired_comparison_with_a_baseline() {
     assert!(c["delong"]["p_value"].as_f64().unwrap() < 0.01, "{c}");
     near(&c["delong"]["difference"], &auc["difference"], 1e-12);
     // The baseline leans on the drain; the model does not.
-    let reduction = c["relative_reduction"]["partial_correlation"]
-        .as_f64()
-        .unwrap();
-    assert!(reduction > 0.5, "{c}");
+    let reduction = &c["relative_reduction"]["partial_correlation"];
+    assert!(reduction["value"].as_f64().unwrap() > 0.5, "{c}");
+    // The reduction has its own interval, from the same resamples.
+    assert!(reduction["ci"][0].as_f64().unwrap() > 0.0, "{c}");
     assert!(
         c["paired"]["confound/partial_correlation"]["p_value"]
             .as_f64()

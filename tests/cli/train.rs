@@ -221,6 +221,13 @@ fn the_test_split_is_opened_once_for_the_named_models() {
 version: 1
 name: sealed
 seed: 3
+task:
+  task: binary_classification
+  modality: chest_xray
+  target: pneumothorax
+  positive_class: pneumothorax
+  objective: {metric: auc}
+  constraints: [{metric: sensitivity, op: '>=', value: 0.9}]
 datasets:
   siim:
     format: siim-acr
@@ -300,6 +307,54 @@ stages:
     );
     let n = v["n"].as_u64().unwrap();
     assert!(n > 20 && n < 80, "a quarter of 160 images, by patient: {n}");
+    // The threshold is the one the request's sensitivity floor picks on the model's
+    // validation predictions, applied unchanged: never re-tuned on the test.
+    let plan = ws.plan_json();
+    let digest = plan["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "train")
+        .and_then(|s| s["digest"].as_str())
+        .unwrap()
+        .to_owned();
+    let val = ws.read(&format!(".engine/cache/{digest}/out/predictions.csv"));
+    let mut positives: Vec<f64> = val
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').nth(1) == Some("1"))
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .collect();
+    positives.sort_by(|a, b| b.total_cmp(a));
+    // As the engine counts: 90% of the positives, the product rounded up (float noise aside).
+    let needed = (0.9 * positives.len() as f64 * (1.0 - 1e-12)).ceil() as usize;
+    let want = positives[needed - 1];
+    assert_eq!(
+        v["threshold"]["value"].as_f64(),
+        Some(want),
+        "{}",
+        v["threshold"]
+    );
+    assert_eq!(v["threshold"]["fixed_beforehand"], true);
+    assert_eq!(v["threshold"]["chosen_on"], "validation");
+    // Every requirement has its verdict, with the cases it rests on.
+    let reqs = v["requirements"].as_array().unwrap();
+    assert_eq!(reqs.len(), 2, "{}", v["requirements"]);
+    let sens = &reqs[1];
+    assert_eq!(sens["metric"], "sensitivity");
+    assert_eq!(sens["op"], ">=");
+    assert_eq!(sens["n"], v["n_positive"]);
+    assert!(
+        ["met", "not_met", "undetermined"].contains(&sens["verdict"].as_str().unwrap()),
+        "{sens}"
+    );
+    // The probabilities are calibrated on validation; the raw ones are measured beside them.
+    assert!(
+        v["calibration"]["uncalibrated"]["brier"].is_number(),
+        "{}",
+        v["calibration"]
+    );
+    assert!(v["metrics"]["ece"]["value"].is_number());
     let access = ws.read(".engine/test-access.jsonl");
     assert_eq!(access.lines().count(), 2, "{access}");
     assert!(access.contains("model `train`") && access.contains("model `plain`"));

@@ -379,6 +379,10 @@ pub struct MetricsArgs {
     /// Detection: score threshold for precision, recall and F1 [default: the F1-optimal one].
     #[arg(long, value_name = "X")]
     pub score_threshold: Option<f64>,
+    /// Binary: the decision threshold, fixed beforehand (e.g. on validation) [default:
+    /// Youden's point, chosen on these predictions, and said to be].
+    #[arg(long, value_name = "T")]
+    pub threshold: Option<f64>,
 }
 
 /// The flags of `engine synth`.

@@ -8,7 +8,10 @@ use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
 use engine_core::metrics::{BinaryOptions, Bootstrap};
 
-use crate::metrics::{Input, evaluate, table, to_json};
+use engine_core::metrics::OperatingRule;
+use engine_core::task::requirements::operating_rule;
+
+use crate::metrics::{BinaryInput, Cut, Input, evaluate, table, to_json, verdicts};
 
 /// Runs an `evaluate` stage job; the error says what went wrong in a sentence.
 pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
@@ -43,8 +46,14 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
         }
         None => None,
     };
+    // The threshold the request implies, chosen here on validation: `engine test` chooses
+    // it again from these same predictions and applies it unchanged to the test split.
+    let rule = job
+        .task
+        .as_ref()
+        .map_or(OperatingRule::Youden, operating_rule);
     let input = if k == 2 {
-        Input::Binary {
+        Input::Binary(BinaryInput {
             preds,
             options: BinaryOptions {
                 at_specificity: p.at_specificity,
@@ -52,7 +61,16 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
             },
             attribute: p.confound.clone(),
             compare,
-        }
+            cut: Cut::Choose {
+                rule,
+                on: "validation".into(),
+            },
+            compare_cut: Cut::Choose {
+                rule,
+                on: "the baseline's validation predictions".into(),
+            },
+            positive_name: positive_class(model_dir),
+        })
     } else {
         if p.confound.is_some() {
             return Err(format!(
@@ -68,8 +86,18 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
         ..Bootstrap::default()
     };
     let report = evaluate(input, &bootstrap)?;
-    let text = table(&report, &bootstrap);
+    let (reqs, head) = match &job.task {
+        Some(task) => verdicts(task, &report, "validation"),
+        None => (Vec::new(), String::new()),
+    };
+    let text = head + &table(&report, &bootstrap);
     let mut json = to_json(report);
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert(
+            "requirements".into(),
+            serde_json::to_value(&reqs).map_err(|e| e.to_string())?,
+        );
+    }
     // Paths inside the cache mean nothing to a reader; name the stages instead.
     if let Some(obj) = json.as_object_mut() {
         obj.insert("model".into(), p.model.clone().into());
@@ -163,6 +191,14 @@ fn evaluate_detector(
         obj.remove("dets");
     }
     write_outputs(&job.out_dir, &p.model, &json, &text)
+}
+
+/// The positive class of a binary `classifier.train` stage (the second of the classes its
+/// `config.json` names: label 1 of its predictions).
+pub(crate) fn positive_class(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_str(&text).ok()?;
+    config["classes"].get(1)?.as_str().map(str::to_owned)
 }
 
 /// The number of classes a `classifier.train` stage's `config.json` names.

@@ -1,21 +1,23 @@
 //! `engine metrics`: evaluation metrics with bootstrap confidence intervals, printed as a
 //! table or as JSON (`{"metrics": {"auc": {"value": x, "ci": [lo, hi]}, ...}, "n": ...}`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use engine_core::metrics::binary::percent;
 use engine_core::metrics::bootstrap::PairedTest;
 use engine_core::metrics::coco::read_detection;
 use engine_core::metrics::delong::delong_test;
 use engine_core::metrics::predictions::{read_binary, read_multiclass};
 use engine_core::metrics::{
-    BinaryData, BinaryMetrics, BinaryOptions, Bootstrap, CONFOUND_NAMES, ConfoundData,
+    BinaryData, BinaryMetrics, BinaryOptions, Bootstrap, CONFOUND_NAMES, ConfoundData, Confusion,
     DetectionData, DetectionMetrics, DetectionOptions, Estimate, MulticlassData, MulticlassMetrics,
-    Units,
+    OperatingRule, Proportion, Units,
 };
+use engine_core::task::requirements::{self, Evidence, Measure, Requirement, requirements};
 use serde_json::{Map, Value, json};
 
 use crate::EXIT_USAGE;
@@ -27,12 +29,7 @@ const MAX_RESAMPLES: usize = 1_000_000;
 /// What to evaluate, checked.
 #[derive(Debug)]
 pub(crate) enum Input {
-    Binary {
-        preds: PathBuf,
-        options: BinaryOptions,
-        attribute: Option<String>,
-        compare: Option<PathBuf>,
-    },
+    Binary(BinaryInput),
     Multiclass {
         preds: PathBuf,
         compare: Option<PathBuf>,
@@ -76,6 +73,7 @@ impl MetricsArgs {
         only("at-specificity", self.at_specificity.is_some(), &[Binary])?;
         only("at-sensitivity", self.at_sensitivity.is_some(), &[Binary])?;
         only("attribute", self.attribute.is_some(), &[Binary])?;
+        only("threshold", self.threshold.is_some(), &[Binary])?;
         only(
             "compare",
             self.compare.is_some(),
@@ -97,7 +95,7 @@ impl MetricsArgs {
             v.ok_or_else(|| Usage(format!("--task {} needs --{flag} {what}", task_name(task))))
         };
         Ok(match task {
-            Binary => Input::Binary {
+            Binary => Input::Binary(BinaryInput {
                 preds: need("preds", self.preds, "FILE.csv (columns id,label,prob)")?,
                 options: BinaryOptions {
                     at_specificity: rate("at-specificity", self.at_specificity, 0.8)?,
@@ -105,7 +103,28 @@ impl MetricsArgs {
                 },
                 attribute: self.attribute,
                 compare: self.compare,
-            },
+                cut: match self.threshold {
+                    Some(t) if t.is_finite() => Cut::Fixed(Locked {
+                        threshold: t,
+                        rule: None,
+                        chosen_on: "given with --threshold".into(),
+                    }),
+                    Some(t) => {
+                        return Err(Usage(format!(
+                            "--threshold {t} is not a number (hint: give a probability such as 0.5)"
+                        )));
+                    }
+                    None => Cut::Choose {
+                        rule: OperatingRule::Youden,
+                        on: "these predictions".into(),
+                    },
+                },
+                compare_cut: Cut::Choose {
+                    rule: OperatingRule::Youden,
+                    on: "the baseline's predictions".into(),
+                },
+                positive_name: None,
+            }),
             Multiclass => Input::Multiclass {
                 preds: need(
                     "preds",
@@ -214,212 +233,14 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
         })
     };
     let metrics = match input {
-        Input::Binary {
-            preds,
-            options,
-            attribute,
-            compare,
-        } => {
-            let p = read_binary(&preds, attribute.as_deref()).map_err(|e| e.to_string())?;
-            let data = BinaryData::new(&p.positive, &p.probs)
-                .map_err(|e| format!("{}: {e}", preds.display()))?;
-            let n = p.positive.len();
-            let n_pos = p.positive.iter().filter(|&&x| x).count();
-            let (units, unit) = units(p.patients.as_deref(), n);
-            header.insert("task".into(), "binary".into());
-            header.insert("preds".into(), preds.display().to_string().into());
-            header.insert("n".into(), n.into());
-            header.insert("n_positive".into(), n_pos.into());
-            summary.push(format!(
-                "binary metrics for {}: {n} cases ({n_pos} positive)",
-                preds.display()
-            ));
-            if let Units::Clusters { clusters, .. } = &units {
-                header.insert("n_patients".into(), (*clusters).into());
-                summary.push(format!("{clusters} patients"));
-            }
-            header.insert("bootstrap".into(), boot(unit));
-            header.insert(
-                "operating_points".into(),
-                json!({
-                    "at_specificity": options.at_specificity,
-                    "at_sensitivity": options.at_sensitivity,
-                }),
-            );
-            if let Some(a) = &p.attribute {
-                let present = a.present.iter().filter(|&&x| x).count();
-                let prevalence = present as f64 / n as f64;
-                header.insert(
-                    "attribute".into(),
-                    json!({"name": a.name, "present": present, "prevalence": prevalence}),
-                );
-                summary.push(format!(
-                    "attribute `{}`: present in {present} of {n} cases ({:.1}%)",
-                    a.name,
-                    100.0 * prevalence
-                ));
-            }
-            let estimates = data
-                .bootstrap(&options, &units, bootstrap)
-                .map_err(|e| format!("{}: {e}", preds.display()))?;
-            let mut rows: Vec<(String, String, Estimate)> = BinaryMetrics::NAMES
-                .iter()
-                .zip(estimates)
-                .map(|(&name, e)| {
-                    let label = match name {
-                        "sensitivity_at_specificity" => {
-                            format!("sensitivity at specificity {}", options.at_specificity)
-                        }
-                        "specificity_at_sensitivity" => {
-                            format!("specificity at sensitivity {}", options.at_sensitivity)
-                        }
-                        "threshold" => "threshold (Youden)".to_owned(),
-                        other => other.to_owned(),
-                    };
-                    (name.to_owned(), label, e)
-                })
-                .collect();
-            if let Some(a) = &p.attribute {
-                // The confound figures at the Youden threshold of the whole sample, held
-                // fixed across resamples.
-                let threshold = data.metrics(&options).threshold;
-                let cd = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, threshold);
-                let groups: Vec<Value> = cd
-                    .subgroups()
-                    .iter()
-                    .map(|g| {
-                        notes.push(format!(
-                            "  label {} × {} {:<7}  n {:>6}  median {:.3}  IQR {:.3}-{:.3}",
-                            u8::from(g.positive),
-                            a.name,
-                            if g.attribute { "present" } else { "absent" },
-                            g.n,
-                            g.median,
-                            g.q1,
-                            g.q3
-                        ));
-                        json!({
-                            "label": u8::from(g.positive),
-                            "attribute": g.attribute,
-                            "n": g.n,
-                            "median": number(g.median),
-                            "q1": number(g.q1),
-                            "q3": number(g.q3),
-                        })
-                    })
-                    .collect();
-                notes.insert(
-                    0,
-                    format!(
-                        "predicted probability by label × {} (threshold {threshold:.4}):",
-                        a.name
-                    ),
-                );
-                header.insert(
-                    "confound".into(),
-                    json!({"attribute": a.name, "threshold": threshold, "subgroups": groups}),
-                );
-                let labels = [
-                    format!("false positives with {} (share)", a.name),
-                    format!("negatives with {} (expected share)", a.name),
-                    format!("correlation of prob with {}", a.name),
-                    "partial correlation, label held fixed".to_owned(),
-                ];
-                for ((name, label), e) in CONFOUND_NAMES
-                    .iter()
-                    .zip(labels)
-                    .zip(bootstrap.estimate(&units, |w| cd.stats(w)))
-                {
-                    rows.push((format!("confound/{name}"), label, e));
-                }
-            }
-            if let Some(base) = &compare {
-                let b = read_binary(base, attribute.as_deref()).map_err(|e| e.to_string())?;
-                let order = align(&p.ids, &b.ids, &preds, base)?;
-                let positive_b: Vec<bool> = order.iter().map(|&j| b.positive[j]).collect();
-                if let Some(i) = (0..n).find(|&i| positive_b[i] != p.positive[i]) {
-                    return Err(format!(
-                        "case `{}` is labelled {} in {} but {} in {}; paired tests need the same cases with the same labels",
-                        p.ids[i],
-                        u8::from(p.positive[i]),
-                        preds.display(),
-                        u8::from(positive_b[i]),
-                        base.display()
-                    ));
-                }
-                let probs_b: Vec<f64> = order.iter().map(|&j| b.probs[j]).collect();
-                let data_b = BinaryData::new(&positive_b, &probs_b)
-                    .map_err(|e| format!("{}: {e}", base.display()))?;
-                let tests = data
-                    .paired(&data_b, &options, &units, bootstrap)
-                    .map_err(|e| e.to_string())?;
-                for (&name, t) in BinaryMetrics::NAMES.iter().zip(tests) {
-                    if name != "threshold" {
-                        paired.push((name.to_owned(), name.replace('_', " "), t));
-                    }
-                }
-                let mut comparison = Map::new();
-                comparison.insert("baseline".into(), base.display().to_string().into());
-                if let Ok(d) = delong_test(&p.positive, &p.probs, &probs_b) {
-                    comparison.insert(
-                        "delong".into(),
-                        json!({
-                            "auc": number(d.auc_a),
-                            "baseline_auc": number(d.auc_b),
-                            "difference": number(d.diff),
-                            "se": number(d.se),
-                            "z": number(d.z),
-                            "p_value": number(d.p_value),
-                        }),
-                    );
-                    notes.push(format!(
-                        "DeLong's test of the AUC against {}: difference {:.4}, z {:.3}, p {:.4}",
-                        base.display(),
-                        d.diff,
-                        d.z,
-                        d.p_value
-                    ));
-                }
-                if let Some(a) = &p.attribute {
-                    let t_a = data.metrics(&options).threshold;
-                    let t_b = data_b.metrics(&options).threshold;
-                    let cd_a = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, t_a);
-                    let cd_b = ConfoundData::new(&p.positive, &probs_b, &a.values, &a.present, t_b);
-                    let tests = bootstrap.paired(&units, |w| cd_a.stats(w), |w| cd_b.stats(w));
-                    let mut reductions = Map::new();
-                    for (name, t) in CONFOUND_NAMES.iter().zip(tests) {
-                        if *name == "expected_fp_share" {
-                            continue;
-                        }
-                        // How much of the baseline's figure the model removed.
-                        let reduction = if t.b != 0.0 {
-                            (t.b - t.a) / t.b.abs()
-                        } else {
-                            f64::NAN
-                        };
-                        reductions.insert((*name).to_owned(), number(reduction));
-                        notes.push(format!(
-                            "{name}: {:.4} against the baseline's {:.4} (relative reduction {})",
-                            t.a,
-                            t.b,
-                            if reduction.is_finite() {
-                                format!("{:.1}%", 100.0 * reduction)
-                            } else {
-                                "n/a".to_owned()
-                            }
-                        ));
-                        paired.push((
-                            format!("confound/{name}"),
-                            format!("confound {}", name.replace('_', " ")),
-                            t,
-                        ));
-                    }
-                    comparison.insert("relative_reduction".into(), Value::Object(reductions));
-                }
-                header.insert("comparison".into(), Value::Object(comparison));
-            }
-            rows
-        }
+        Input::Binary(input) => binary(
+            input,
+            bootstrap,
+            &mut header,
+            &mut summary,
+            &mut notes,
+            &mut paired,
+        )?,
         Input::Multiclass { preds, compare } => {
             let p = read_multiclass(&preds).map_err(|e| e.to_string())?;
             let data = MulticlassData::new(&p.labels, &p.probs)
@@ -496,11 +317,106 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
                     json!({"baseline": base.display().to_string()}),
                 );
             }
-            MulticlassMetrics::names(&p.classes)
+            // Per class: how many cases it has, how many of them the argmax finds, and how
+            // many of the others it leaves alone, for exact intervals of the proportions.
+            let k = p.classes.len();
+            let predicted: Vec<usize> = (0..n)
+                .map(|i| {
+                    (0..k).fold(0, |best, c| {
+                        if p.probs[c][i] > p.probs[best][i] {
+                            c
+                        } else {
+                            best
+                        }
+                    })
+                })
+                .collect();
+            let mut labelled = vec![0u64; k];
+            let mut found = vec![0u64; k];
+            let mut called = vec![0u64; k];
+            for (&l, &q) in p.labels.iter().zip(&predicted) {
+                labelled[l as usize] += 1;
+                called[q] += 1;
+                if l as usize == q {
+                    found[q] += 1;
+                }
+            }
+            header.insert(
+                "class_counts".into(),
+                p.classes
+                    .iter()
+                    .zip(&labelled)
+                    .map(|(c, m)| (c.clone(), json!(m)))
+                    .collect::<Map<_, _>>()
+                    .into(),
+            );
+            header.insert(
+                "intervals".into(),
+                json!({
+                    "proportions": match unit {
+                        "patient" => "exact (Clopper-Pearson), widened to the patient bootstrap's where that is wider",
+                        _ => "exact (Clopper-Pearson)",
+                    },
+                    "other": "percentile bootstrap",
+                }),
+            );
+            let exact = |name: &str| -> Option<Proportion> {
+                let (what, class) = name.split_once('/')?;
+                let c = p.classes.iter().position(|x| x == class)?;
+                let total = n as u64;
+                match what {
+                    "sensitivity" => Some(Proportion::new(found[c], labelled[c], bootstrap.level)),
+                    // Of the cases of other classes, those not called this class.
+                    "specificity" => Some(Proportion::new(
+                        total - labelled[c] - (called[c] - found[c]),
+                        total - labelled[c],
+                        bootstrap.level,
+                    )),
+                    _ => None,
+                }
+            };
+            let labels_u: Vec<u32> = p.labels.clone();
+            let calibration = bootstrap.estimate(&units, |w| {
+                vec![
+                    engine_core::metrics::calibration::brier(&labels_u, &p.probs, w),
+                    engine_core::metrics::calibration::ece(&labels_u, &p.probs, w),
+                ]
+            });
+            header.insert(
+                "calibration".into(),
+                json!({"reliability": engine_core::metrics::calibration::reliability(&labels_u, &p.probs)}),
+            );
+            let mut rows: Vec<(String, String, Estimate)> = MulticlassMetrics::names(&p.classes)
                 .into_iter()
                 .zip(estimates)
-                .map(|(name, e)| (name.clone(), name, e))
-                .collect()
+                .map(|(name, mut e)| {
+                    if let Some(x) = exact(&name) {
+                        e.value = x.value;
+                        e.ci = match (x.ci, e.ci) {
+                            (Some((lo, hi)), Some((blo, bhi))) if unit == "patient" => {
+                                Some((lo.min(blo), hi.max(bhi)))
+                            }
+                            (c, _) => c,
+                        };
+                        e.resamples = bootstrap.resamples;
+                    }
+                    (name.clone(), name, e)
+                })
+                .collect();
+            rows.push((
+                "brier".into(),
+                "Brier score (sum over classes)".into(),
+                calibration[0].clone(),
+            ));
+            rows.push((
+                "ece".into(),
+                format!(
+                    "expected calibration error (top class, {} bins)",
+                    engine_core::metrics::calibration::ECE_BINS
+                ),
+                calibration[1].clone(),
+            ));
+            rows
         }
         Input::Detection {
             gt,
@@ -580,6 +496,450 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
     })
 }
 
+/// Binary predictions to evaluate, checked.
+#[derive(Debug)]
+pub(crate) struct BinaryInput {
+    pub preds: PathBuf,
+    pub options: BinaryOptions,
+    pub attribute: Option<String>,
+    pub compare: Option<PathBuf>,
+    /// Where the model's decision threshold comes from.
+    pub cut: Cut,
+    /// Where the baseline's comes from.
+    pub compare_cut: Cut,
+    /// The positive class's name, for words such as "images with pneumothorax".
+    pub positive_name: Option<String>,
+}
+
+/// Where a binary model's decision threshold comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum Cut {
+    /// Chosen by the rule on the evaluated predictions themselves (validation, or `engine
+    /// metrics` without `--threshold`); `on` names them in words.
+    Choose { rule: OperatingRule, on: String },
+    /// Fixed beforehand and applied unchanged (the sealed test).
+    Fixed(Locked),
+}
+
+/// A threshold fixed beforehand.
+#[derive(Clone, Debug)]
+pub(crate) struct Locked {
+    pub threshold: f64,
+    /// The rule that chose it, when a rule did.
+    pub rule: Option<OperatingRule>,
+    /// Where, in words ("validation").
+    pub chosen_on: String,
+}
+
+impl Cut {
+    /// The threshold on `data` (the predictions evaluated), with the rule and where it was
+    /// chosen, in words.
+    fn resolve(&self, data: &BinaryData) -> Result<(f64, Option<OperatingRule>, String), String> {
+        match self {
+            Cut::Choose { rule, on } => {
+                let point = data.operating_point(*rule).ok_or(
+                    "a threshold cannot be chosen on predictions of one class (hint: the predictions need positive and negative cases)",
+                )?;
+                Ok((point.threshold, Some(*rule), on.clone()))
+            }
+            Cut::Fixed(l) => Ok((l.threshold, l.rule, l.chosen_on.clone())),
+        }
+    }
+}
+
+/// The binary evaluation: the AUC, every threshold-bound figure at the threshold the
+/// [`Cut`] gives (proportions with exact Clopper-Pearson intervals, widened to the patient
+/// bootstrap's where patients repeat), the ROC-curve operating points, the calibration
+/// (Brier score, expected calibration error), the confound analysis at the same threshold,
+/// and the paired comparison with a baseline at its own threshold.
+fn binary(
+    input: BinaryInput,
+    bootstrap: &Bootstrap,
+    header: &mut Map<String, Value>,
+    summary: &mut Vec<String>,
+    notes: &mut Vec<String>,
+    paired: &mut Vec<(String, String, PairedTest)>,
+) -> Result<Vec<(String, String, Estimate)>, String> {
+    let BinaryInput {
+        preds,
+        options,
+        attribute,
+        compare,
+        cut,
+        compare_cut,
+        positive_name,
+    } = input;
+    let p = read_binary(&preds, attribute.as_deref()).map_err(|e| e.to_string())?;
+    let data =
+        BinaryData::new(&p.positive, &p.probs).map_err(|e| format!("{}: {e}", preds.display()))?;
+    let n = p.positive.len();
+    let n_pos = p.positive.iter().filter(|&&x| x).count();
+    let (units, unit) = units(p.patients.as_deref(), n);
+    header.insert("task".into(), "binary".into());
+    header.insert("preds".into(), preds.display().to_string().into());
+    header.insert("n".into(), n.into());
+    header.insert("n_positive".into(), n_pos.into());
+    if let Some(name) = &positive_name {
+        header.insert("positive_class".into(), name.clone().into());
+    }
+    summary.push(format!(
+        "binary metrics for {}: {n} cases ({n_pos} positive{})",
+        preds.display(),
+        positive_name
+            .as_deref()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default()
+    ));
+    if let Units::Clusters { clusters, .. } = &units {
+        header.insert("n_patients".into(), (*clusters).into());
+        summary.push(format!("{clusters} patients"));
+    }
+    header.insert(
+        "bootstrap".into(),
+        json!({
+            "resamples": bootstrap.resamples,
+            "seed": bootstrap.seed,
+            "level": bootstrap.level,
+            "unit": unit,
+        }),
+    );
+    header.insert(
+        "operating_points".into(),
+        json!({
+            "at_specificity": options.at_specificity,
+            "at_sensitivity": options.at_sensitivity,
+        }),
+    );
+    let (threshold, rule, chosen_on) = cut
+        .resolve(&data)
+        .map_err(|e| format!("{}: {e}", preds.display()))?;
+    let ones = vec![1u32; n];
+    let confusion = Confusion::at(&p.positive, &p.probs, threshold, &ones);
+    let rule_words = rule.map(|r| r.describe());
+    header.insert(
+        "threshold".into(),
+        json!({
+            "value": threshold,
+            "rule": rule_words,
+            "chosen_on": chosen_on,
+            "fixed_beforehand": matches!(cut, Cut::Fixed(_)),
+            "tp": confusion.tp,
+            "fp": confusion.fp,
+            "tn": confusion.tn,
+            "fn": confusion.fn_,
+        }),
+    );
+    summary.push(format!(
+        "threshold {threshold:.4} ({}{})",
+        match &cut {
+            Cut::Fixed(_) => format!("fixed on {chosen_on}, not re-tuned here"),
+            Cut::Choose { .. } => format!("chosen on {chosen_on}"),
+        },
+        rule_words.map(|r| format!(": {r}")).unwrap_or_default()
+    ));
+    header.insert(
+        "intervals".into(),
+        json!({
+            "proportions": match unit {
+                "patient" => "exact (Clopper-Pearson), widened to the patient bootstrap's where that is wider",
+                _ => "exact (Clopper-Pearson)",
+            },
+            "other": "percentile bootstrap",
+        }),
+    );
+    if let Some(a) = &p.attribute {
+        let present = a.present.iter().filter(|&&x| x).count();
+        let prevalence = present as f64 / n as f64;
+        header.insert(
+            "attribute".into(),
+            json!({"name": a.name, "present": present, "prevalence": prevalence}),
+        );
+        summary.push(format!(
+            "attribute `{}`: present in {present} of {n} cases ({:.1}%)",
+            a.name,
+            100.0 * prevalence
+        ));
+    }
+    let labels: Vec<u32> = p.positive.iter().map(|&x| u32::from(x)).collect();
+    let columns = engine_core::metrics::calibration::binary_columns(&p.probs);
+    let curve = data
+        .bootstrap(&options, &units, bootstrap)
+        .map_err(|e| format!("{}: {e}", preds.display()))?;
+    let at = bootstrap.estimate(&units, |w| {
+        Confusion::at(&p.positive, &p.probs, threshold, w)
+            .rates()
+            .to_vec()
+    });
+    let calibration = bootstrap.estimate(&units, |w| {
+        vec![
+            engine_core::metrics::calibration::brier(&labels, &columns, w),
+            engine_core::metrics::calibration::ece(&labels, &columns, w),
+        ]
+    });
+    let level = bootstrap.level;
+    let counts = [
+        (confusion.tp, confusion.tp + confusion.fn_),
+        (confusion.tn, confusion.tn + confusion.fp),
+        (confusion.tp, confusion.tp + confusion.fp),
+        (confusion.tn, confusion.tn + confusion.fn_),
+    ];
+    let mut rows: Vec<(String, String, Estimate)> =
+        vec![("auc".into(), "auc".into(), curve[0].clone())];
+    for (j, name) in Confusion::RATES.iter().enumerate() {
+        let mut e = at[j].clone();
+        if let Some(&(k, m)) = counts.get(j) {
+            // Exact where it is a proportion; where patients repeat, the wider of that and the
+            // patient bootstrap, so that neither small numbers nor clustering is hidden.
+            let exact = Proportion::new(k, m, level);
+            e.value = exact.value;
+            e.ci = match (exact.ci, e.ci) {
+                (Some((lo, hi)), Some((blo, bhi))) if unit == "patient" => {
+                    Some((lo.min(blo), hi.max(bhi)))
+                }
+                (c, _) => c,
+            };
+            e.resamples = bootstrap.resamples;
+        }
+        rows.push(((*name).to_owned(), (*name).to_owned(), e));
+    }
+    rows.push((
+        "threshold".into(),
+        match &cut {
+            Cut::Fixed(_) => format!("threshold (fixed on {chosen_on})"),
+            Cut::Choose { .. } => format!("threshold (chosen on {chosen_on})"),
+        },
+        Estimate {
+            value: threshold,
+            ci: None,
+            resamples: bootstrap.resamples,
+        },
+    ));
+    rows.push((
+        "sensitivity_at_specificity".into(),
+        format!(
+            "sensitivity at {} specificity (ROC curve)",
+            percent(options.at_specificity)
+        ),
+        curve[6].clone(),
+    ));
+    rows.push((
+        "specificity_at_sensitivity".into(),
+        format!(
+            "specificity at {} sensitivity (ROC curve)",
+            percent(options.at_sensitivity)
+        ),
+        curve[7].clone(),
+    ));
+    let prevalence = n_pos as f64 / n as f64;
+    let brier_prevalence = prevalence * (1.0 - prevalence);
+    rows.push((
+        "brier".into(),
+        format!("Brier score (prevalence alone {brier_prevalence:.4})"),
+        calibration[0].clone(),
+    ));
+    rows.push((
+        "ece".into(),
+        format!(
+            "expected calibration error ({} bins)",
+            engine_core::metrics::calibration::ECE_BINS
+        ),
+        calibration[1].clone(),
+    ));
+    header.insert(
+        "calibration".into(),
+        json!({
+            "brier_prevalence": brier_prevalence,
+            "reliability": engine_core::metrics::calibration::reliability(&labels, &columns),
+        }),
+    );
+    if let Some(a) = &p.attribute {
+        // The confound figures at the same threshold, held fixed across resamples.
+        let cd = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, threshold);
+        let groups: Vec<Value> = cd
+            .subgroups()
+            .iter()
+            .map(|g| {
+                notes.push(format!(
+                    "  label {} × {} {:<7}  n {:>6}  median {:.3}  IQR {:.3}-{:.3}",
+                    u8::from(g.positive),
+                    a.name,
+                    if g.attribute { "present" } else { "absent" },
+                    g.n,
+                    g.median,
+                    g.q1,
+                    g.q3
+                ));
+                json!({
+                    "label": u8::from(g.positive),
+                    "attribute": g.attribute,
+                    "n": g.n,
+                    "median": number(g.median),
+                    "q1": number(g.q1),
+                    "q3": number(g.q3),
+                })
+            })
+            .collect();
+        notes.insert(
+            0,
+            format!(
+                "predicted probability by label × {} (threshold {threshold:.4}):",
+                a.name
+            ),
+        );
+        header.insert(
+            "confound".into(),
+            json!({"attribute": a.name, "threshold": threshold, "subgroups": groups}),
+        );
+        let labels = [
+            format!("false positives with {} (share)", a.name),
+            format!("negatives with {} (expected share)", a.name),
+            format!("correlation of prob with {}", a.name),
+            "partial correlation, label held fixed".to_owned(),
+        ];
+        for ((name, label), e) in CONFOUND_NAMES
+            .iter()
+            .zip(labels)
+            .zip(bootstrap.estimate(&units, |w| cd.stats(w)))
+        {
+            rows.push((format!("confound/{name}"), label, e));
+        }
+    }
+    if let Some(base) = &compare {
+        let b = read_binary(base, attribute.as_deref()).map_err(|e| e.to_string())?;
+        let order = align(&p.ids, &b.ids, &preds, base)?;
+        let positive_b: Vec<bool> = order.iter().map(|&j| b.positive[j]).collect();
+        if let Some(i) = (0..n).find(|&i| positive_b[i] != p.positive[i]) {
+            return Err(format!(
+                "case `{}` is labelled {} in {} but {} in {}; paired tests need the same cases with the same labels",
+                p.ids[i],
+                u8::from(p.positive[i]),
+                preds.display(),
+                u8::from(positive_b[i]),
+                base.display()
+            ));
+        }
+        let probs_b: Vec<f64> = order.iter().map(|&j| b.probs[j]).collect();
+        let data_b = BinaryData::new(&positive_b, &probs_b)
+            .map_err(|e| format!("{}: {e}", base.display()))?;
+        let (threshold_b, _, _) = compare_cut
+            .resolve(&data_b)
+            .map_err(|e| format!("{}: {e}", base.display()))?;
+        // The ROC figures need no threshold; the rest are read at each model's own.
+        let curve_tests = data
+            .paired(&data_b, &options, &units, bootstrap)
+            .map_err(|e| e.to_string())?;
+        for (&name, t) in BinaryMetrics::NAMES.iter().zip(curve_tests) {
+            if matches!(
+                name,
+                "auc" | "sensitivity_at_specificity" | "specificity_at_sensitivity"
+            ) {
+                paired.push((name.to_owned(), name.replace('_', " "), t));
+            }
+        }
+        let columns_b = engine_core::metrics::calibration::binary_columns(&probs_b);
+        let fixed = |probs: &[f64], cols: &[Vec<f64>], t: f64, w: &[u32]| {
+            let mut v = Confusion::at(&p.positive, probs, t, w).rates().to_vec();
+            v.push(engine_core::metrics::calibration::brier(&labels, cols, w));
+            v
+        };
+        let fixed_tests = bootstrap.paired(
+            &units,
+            |w| fixed(&p.probs, &columns, threshold, w),
+            |w| fixed(&probs_b, &columns_b, threshold_b, w),
+        );
+        for (name, t) in Confusion::RATES
+            .iter()
+            .chain(["brier"].iter())
+            .zip(fixed_tests)
+        {
+            let label = if *name == "brier" {
+                "brier".to_owned()
+            } else {
+                format!("{name} (each at its threshold)")
+            };
+            paired.push(((*name).to_owned(), label, t));
+        }
+        let mut comparison = Map::new();
+        comparison.insert("baseline".into(), base.display().to_string().into());
+        comparison.insert("baseline_threshold".into(), number(threshold_b));
+        if let Ok(d) = delong_test(&p.positive, &p.probs, &probs_b) {
+            comparison.insert(
+                "delong".into(),
+                json!({
+                    "auc": number(d.auc_a),
+                    "baseline_auc": number(d.auc_b),
+                    "difference": number(d.diff),
+                    "se": number(d.se),
+                    "z": number(d.z),
+                    "p_value": number(d.p_value),
+                }),
+            );
+            notes.push(format!(
+                "DeLong's test of the AUC against {}: difference {:.4}, z {:.3}, p {:.4}",
+                base.display(),
+                d.diff,
+                d.z,
+                d.p_value
+            ));
+        }
+        if let Some(a) = &p.attribute {
+            let cd_a = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, threshold);
+            let cd_b = ConfoundData::new(&p.positive, &probs_b, &a.values, &a.present, threshold_b);
+            let tests = bootstrap.paired(&units, |w| cd_a.stats(w), |w| cd_b.stats(w));
+            // The relative reduction (baseline - model) / |baseline| with its own interval.
+            let ratio = bootstrap.estimate(&units, |w| {
+                let (sa, sb) = (cd_a.stats(w), cd_b.stats(w));
+                sa.iter()
+                    .zip(&sb)
+                    .map(|(a, b)| {
+                        if *b != 0.0 {
+                            (b - a) / b.abs()
+                        } else {
+                            f64::NAN
+                        }
+                    })
+                    .collect()
+            });
+            let mut reductions = Map::new();
+            for ((name, t), r) in CONFOUND_NAMES.iter().zip(tests).zip(ratio) {
+                if *name == "expected_fp_share" {
+                    continue;
+                }
+                reductions.insert(
+                    (*name).to_owned(),
+                    json!({
+                        "value": number(r.value),
+                        "ci": r.ci.map(|(lo, hi)| json!([number(lo), number(hi)])),
+                    }),
+                );
+                notes.push(format!(
+                    "{name}: {:.4} against the baseline's {:.4} (relative reduction {}{})",
+                    t.a,
+                    t.b,
+                    if r.value.is_finite() {
+                        format!("{:.1}%", 100.0 * r.value)
+                    } else {
+                        "n/a".to_owned()
+                    },
+                    match r.ci {
+                        Some((lo, hi)) =>
+                            format!(", 95% CI {:.1}% to {:.1}%", 100.0 * lo, 100.0 * hi),
+                        None => String::new(),
+                    }
+                ));
+                paired.push((
+                    format!("confound/{name}"),
+                    format!("confound {}", name.replace('_', " ")),
+                    t,
+                ));
+            }
+            comparison.insert("relative_reduction".into(), Value::Object(reductions));
+        }
+        header.insert("comparison".into(), Value::Object(comparison));
+    }
+    Ok(rows)
+}
+
 /// For each case of `a` (in order), its index in `b`; an error when the two files do not
 /// hold the same cases.
 fn align(a: &[String], b: &[String], a_path: &Path, b_path: &Path) -> Result<Vec<usize>, String> {
@@ -613,11 +973,12 @@ fn align(a: &[String], b: &[String], a_path: &Path, b_path: &Path) -> Result<Vec
     Ok(order)
 }
 
-/// Resampling units: patients when the file names them, else cases.
+/// Resampling units: patients when the file names them and some have several cases, else
+/// cases (a file whose every case is its own "patient" has no patients to speak of).
 fn units(patients: Option<&[String]>, n: usize) -> (Units, &'static str) {
-    match patients {
-        Some(p) => (Units::clusters(p), "patient"),
-        None => (Units::Items(n), "case"),
+    match patients.map(Units::clusters) {
+        Some(u @ Units::Clusters { clusters, .. }) if clusters < n => (u, "patient"),
+        _ => (Units::Items(n), "case"),
     }
 }
 
@@ -711,6 +1072,8 @@ pub(crate) fn table(report: &Report, bootstrap: &Bootstrap) -> String {
         let ci = match e.ci {
             Some((lo, hi)) => format!("[{}, {}]", fmt(lo), fmt(hi)),
             None if bootstrap.resamples == 0 => String::new(),
+            // A figure fixed, not estimated (the threshold): no interval to show.
+            None if e.resamples >= bootstrap.resamples => String::new(),
             None => "n/a".to_owned(),
         };
         let note = if e.resamples > 0 && e.resamples < bootstrap.resamples {
@@ -767,4 +1130,125 @@ pub(crate) fn table(report: &Report, bootstrap: &Bootstrap) -> String {
         }
     }
     out
+}
+
+impl Report {
+    /// What the evaluation measured, as the requirement verdicts read it: each figure with
+    /// its interval and the cases it rests on. `split` names the data in words.
+    pub(crate) fn evidence(&self, split: &str) -> Evidence {
+        let n = self.header.get("n").and_then(Value::as_u64).unwrap_or(0);
+        let positive = self
+            .header
+            .get("positive_class")
+            .and_then(Value::as_str)
+            .map(|c| c.replace('_', " "));
+        let cut = self.header.get("threshold");
+        let count = |k: &str| cut.and_then(|t| t[k].as_u64()).unwrap_or(0);
+        let (tp, fp, tn, fn_) = (count("tp"), count("fp"), count("tn"), count("fn"));
+        let class_counts = self.header.get("class_counts");
+        let proportions = self
+            .header
+            .get("intervals")
+            .and_then(|i| i["proportions"].as_str())
+            .unwrap_or("exact (Clopper-Pearson)")
+            .to_owned();
+        let bootstrapped = format!(
+            "percentile bootstrap by {}",
+            self.header
+                .get("bootstrap")
+                .and_then(|b| b["unit"].as_str())
+                .unwrap_or("case")
+        );
+        let with = |what: &str| match &positive {
+            Some(p) => format!("images {what} {p}"),
+            None if what == "with" => "positive images".to_owned(),
+            None => "negative images".to_owned(),
+        };
+        let mut measures = BTreeMap::new();
+        for (name, _, e) in &self.metrics {
+            let (cases_n, cases, proportion) = match name.as_str() {
+                "sensitivity" => (tp + fn_, with("with"), true),
+                "specificity" => (tn + fp, with("without"), true),
+                "ppv" => (tp + fp, "images called positive".to_owned(), true),
+                "npv" => (tn + fn_, "images called negative".to_owned(), true),
+                other => match other.split_once('/') {
+                    Some(("sensitivity", c)) => (
+                        class_counts.and_then(|m| m[c].as_u64()).unwrap_or(0),
+                        format!("images of {c}"),
+                        true,
+                    ),
+                    Some(("specificity", c)) => (
+                        n - class_counts.and_then(|m| m[c].as_u64()).unwrap_or(0),
+                        format!("images not of {c}"),
+                        true,
+                    ),
+                    _ => (n, "images".to_owned(), false),
+                },
+            };
+            measures.insert(
+                name.clone(),
+                Measure {
+                    estimate: e.value,
+                    ci: e.ci,
+                    n: cases_n,
+                    cases,
+                    interval: if proportion {
+                        proportions.clone()
+                    } else {
+                        bootstrapped.clone()
+                    },
+                    proportion,
+                },
+            );
+        }
+        let threshold = cut.and_then(|t| {
+            let value = t["value"].as_f64()?;
+            let on = t["chosen_on"].as_str().unwrap_or("these predictions");
+            Some(if t["fixed_beforehand"].as_bool() == Some(true) {
+                format!("at the threshold {value:.4} fixed on {on}")
+            } else {
+                format!("at the threshold {value:.4} chosen on {on}")
+            })
+        });
+        Evidence {
+            measures,
+            confound: self
+                .header
+                .get("confound")
+                .and_then(|c| c["attribute"].as_str())
+                .map(str::to_owned),
+            split: split.to_owned(),
+            threshold,
+            classes: self
+                .header
+                .get("classes")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|c| c.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The requirements of `task` checked against the evaluation, and the verdict block that
+/// heads every output: one plain sentence per requirement.
+pub(crate) fn verdicts(
+    task: &engine_core::task::TaskSpec,
+    report: &Report,
+    split: &str,
+) -> (Vec<Requirement>, String) {
+    let reqs = requirements(task, &report.evidence(split));
+    let mut text = String::new();
+    if reqs.is_empty() {
+        return (reqs, text);
+    }
+    let _ = writeln!(text, "Does the model do what was asked? (on {split})");
+    for r in &reqs {
+        let _ = writeln!(text, "  {}", requirements::sentence(r));
+    }
+    text.push('\n');
+    (reqs, text)
 }

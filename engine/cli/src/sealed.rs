@@ -20,7 +20,11 @@ use serde_json::{Value, json};
 
 use crate::cli::TestArgs;
 use crate::commands::{load_or_report, report_invalid};
-use crate::metrics::{Input, evaluate, table, to_json};
+use engine_core::metrics::predictions::read_binary;
+use engine_core::metrics::{BinaryData, OperatingRule};
+use engine_core::task::requirements::operating_rule;
+
+use crate::metrics::{BinaryInput, Cut, Input, Locked, evaluate, table, to_json, verdicts};
 use crate::{EXIT_FAILED, EXIT_USAGE};
 
 /// A model under test.
@@ -133,8 +137,20 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             Err(message) => return usage(message),
         }
     }
-    // In history mode, the scoring evaluation's confounder unless one is named.
-    let confound = args.confound.clone().or(scored_confound);
+    // The confounder the model's evaluation analyses (in history mode, the scoring one's),
+    // unless one is named: the test measures what validation measured.
+    let evaluated_confound = || {
+        let first = models.first()?;
+        first.m.params.values().find_map(|p| match p {
+            StageParams::Evaluate(e) if e.model == first.stage => e.confound.clone(),
+            _ => None,
+        })
+    };
+    let confound = args
+        .confound
+        .clone()
+        .or(scored_confound)
+        .or_else(evaluated_confound);
     if let [model, base] = models.as_slice() {
         let dataset = |t: &Tested| match &t.m.params[&t.stage] {
             StageParams::ClassifierTrain(p) => p.dataset.clone(),
@@ -192,6 +208,26 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+
+    // The decision thresholds, fixed on each model's validation predictions by the rule the
+    // request implies, before the test split is opened; the test applies them unchanged.
+    let rule = m
+        .manifest
+        .task
+        .as_ref()
+        .map_or(OperatingRule::Youden, operating_rule);
+    let mut thresholds: Vec<Option<(f64, OperatingRule)>> = Vec::new();
+    for t in &models {
+        if t.detector || t.classes != 2 {
+            thresholds.push(None);
+            continue;
+        }
+        match locked_threshold(&store.out_dir(&t.digest), rule) {
+            Ok(x) => thresholds.push(Some((x, rule))),
+            Err(e) => return usage(format!("{}: {e}", t.label)),
+        }
+    }
+    thresholds.resize(2, None);
 
     // The seal: the first opening names the models; another set needs a reason.
     let seal_path = store.root().join("test-seal.jsonl");
@@ -322,12 +358,30 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             compare: compare.map(|b| b.join("detections.json")),
         }
     } else if models[0].classes == 2 {
-        Input::Binary {
+        let locked = |i: usize| {
+            thresholds[i].map(|(threshold, rule)| {
+                Cut::Fixed(Locked {
+                    threshold,
+                    rule: Some(rule),
+                    chosen_on: "validation".into(),
+                })
+            })
+        };
+        let (Some(cut), compare_cut) = (locked(0), locked(1)) else {
+            return usage("no threshold was fixed on validation for the model".into());
+        };
+        Input::Binary(BinaryInput {
             preds: files[0].clone(),
             options: operating_points(&models[0].m, &models[0].stage),
             attribute: confound.clone(),
             compare,
-        }
+            cut,
+            compare_cut: compare_cut.unwrap_or(Cut::Choose {
+                rule: OperatingRule::Youden,
+                on: "the baseline's test predictions".into(),
+            }),
+            positive_name: crate::evaluate::positive_class(&store.out_dir(&models[0].digest)),
+        })
     } else {
         Input::Multiclass {
             preds: files[0].clone(),
@@ -343,7 +397,17 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         Ok(r) => r,
         Err(message) => return usage(message),
     };
-    let mut text = table(&report, &bootstrap);
+    // What the calibration did on the test split: the same figures on the raw outputs.
+    let uncalibrated = if !models[0].detector {
+        uncalibrated_fit(&files[0], models[0].classes)
+    } else {
+        None
+    };
+    let (reqs, head) = match &m.manifest.task {
+        Some(task) => verdicts(task, &report, "the sealed test split"),
+        None => (Vec::new(), String::new()),
+    };
+    let mut text = head + &table(&report, &bootstrap);
     for (t, f) in models.iter().zip(&files) {
         if t.detector {
             text = text
@@ -364,6 +428,12 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         obj.remove("gt");
         obj.remove("dets");
         obj.insert("split".into(), "test".into());
+        obj.insert("requirements".into(), serde_json::to_value(&reqs)?);
+        if let (Some((brier, ece)), Some(Value::Object(c))) =
+            (uncalibrated, obj.get_mut("calibration"))
+        {
+            c.insert("uncalibrated".into(), json!({"brier": brier, "ece": ece}));
+        }
         obj.insert("model".into(), models[0].stage.clone().into());
         obj.insert("label".into(), models[0].label.clone().into());
         obj.insert("opening".into(), record.clone());
@@ -376,6 +446,18 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             c.insert("baseline".into(), b.stage.clone().into());
             c.insert("baseline_label".into(), b.label.clone().into());
         }
+    }
+    if let Some((brier, ece)) = uncalibrated {
+        let after = |k: &str| json["metrics"][k]["value"].as_f64().unwrap_or(f64::NAN);
+        text.push_str(&format!(
+            "\ncalibration (fitted on validation, applied unchanged): Brier score {brier:.4} -> {:.4}, expected calibration error {ece:.4} -> {:.4}{}\n",
+            after("brier"),
+            after("ece"),
+            json["calibration"]["brier_prevalence"]
+                .as_f64()
+                .map(|b| format!(" (prevalence alone: Brier {b:.4})"))
+                .unwrap_or_default()
+        ));
     }
     let mut heading = format!(
         "test split opened {opened_at} for {}",
@@ -421,6 +503,38 @@ fn operating_points(m: &LoadedManifest, stage: &str) -> BinaryOptions {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// The Brier score and expected calibration error of the model's uncalibrated test
+/// predictions (written by the worker beside the calibrated ones), if they are there.
+fn uncalibrated_fit(file: &Path, classes: usize) -> Option<(f64, f64)> {
+    use engine_core::metrics::calibration::{binary_columns, brier, ece};
+    let raw = file.with_extension("uncalibrated.csv");
+    let (labels, probs) = if classes == 2 {
+        let p = read_binary(&raw, None).ok()?;
+        let labels: Vec<u32> = p.positive.iter().map(|&x| u32::from(x)).collect();
+        (labels, binary_columns(&p.probs))
+    } else {
+        let p = engine_core::metrics::predictions::read_multiclass(&raw).ok()?;
+        (p.labels, p.probs)
+    };
+    let ones = vec![1u32; labels.len()];
+    Some((brier(&labels, &probs, &ones), ece(&labels, &probs, &ones)))
+}
+
+/// The threshold `rule` picks on the validation predictions a binary `classifier.train`
+/// stage left in `dir`: the same choice its `evaluate` stage made, never the test's.
+fn locked_threshold(dir: &Path, rule: OperatingRule) -> Result<f64, String> {
+    let path = dir.join("predictions.csv");
+    let p = read_binary(&path, None).map_err(|e| e.to_string())?;
+    let data =
+        BinaryData::new(&p.positive, &p.probs).map_err(|e| format!("{}: {e}", path.display()))?;
+    data.operating_point(rule)
+        .map(|o| o.threshold)
+        .ok_or_else(|| {
+            "its validation predictions hold one class only, so no threshold can be fixed on them"
+                .to_owned()
+        })
 }
 
 /// The model of `stage`, which must be a `classifier.train` stage whose current settings

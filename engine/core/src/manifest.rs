@@ -440,8 +440,8 @@ impl StageKind {
     pub fn implementation_version(self) -> u32 {
         match self {
             StageKind::DataAudit => 1,
-            StageKind::ClassifierTrain => 2,
-            StageKind::ModelPredict => 1,
+            StageKind::ClassifierTrain => 3,
+            StageKind::ModelPredict => 2,
             StageKind::DetectorTrain => 1,
             StageKind::PseudoLabel => 1,
             StageKind::Evaluate => 2,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
-use engine_core::metrics::{BinaryData, BinaryOptions};
+use engine_core::metrics::{BinaryData, BinaryOptions, Calibration};
 use engine_core::stages::predict::{PredictParams, Threshold};
 use engine_core::stages::train::Backbone;
 use serde::Deserialize;
@@ -34,6 +34,8 @@ pub(crate) struct ModelConfig {
 /// A trained model, ready to apply.
 pub(crate) struct Model {
     pub config: ModelConfig,
+    /// The calibration map fitted on its validation predictions; apply it to every output.
+    pub calibration: Calibration,
     pub head: Head,
     pub net: Net,
     // Holds the network's weights.
@@ -71,7 +73,25 @@ pub(crate) fn load_model(dir: &Path, stage: &str, device: tch::Device) -> Result
         ));
     }
     vs.freeze();
+    let calibration_path = dir.join("calibration.json");
+    let calibration: Calibration = std::fs::read_to_string(&calibration_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .ok_or_else(|| {
+            format!(
+                "stage `{stage}` left no readable calibration.json (hint: run `engine apply` again to retrain it)"
+            )
+        })?;
+    if calibration.bias.len() != config.classes.len() {
+        return Err(format!(
+            "{} has {} biases for {} classes",
+            calibration_path.display(),
+            calibration.bias.len(),
+            config.classes.len()
+        ));
+    }
     Ok(Model {
+        calibration,
         config,
         head,
         net,
@@ -127,14 +147,14 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
 
     progress(0.0, &format!("labelling {} images", images.len()));
     let plain = augmentation(0.0, config.channels);
-    let probs = predict(
+    let probs = model.calibration.apply(&predict(
         &model.net,
         model.head,
         &loaded,
         &plain,
         p.batch_size as usize,
         2,
-    )?;
+    )?);
     let name = &p.as_attribute;
     let mut csv = format!("image_id,{name},{name}_prob\n");
     let mut positives = 0usize;

@@ -78,7 +78,16 @@ pub fn test_predictions(
             p.batch_size as usize,
             k,
         )?;
-        write_predictions(out, partition.catalog(), &items, &probs)
+        // The calibrated probabilities are the model's; the raw ones, beside them, show
+        // what the calibration changed.
+        write_predictions(
+            &out.with_extension("uncalibrated.csv"),
+            partition.catalog(),
+            &items,
+            &probs,
+        )?;
+        let calibrated = model.calibration.apply(&probs);
+        write_predictions(out, partition.catalog(), &items, &calibrated)
     })?;
     Ok(items.len())
 }

@@ -1,7 +1,7 @@
 //! The `classifier.train` stage: a classifier trained on a dataset's training split from the
 //! decoded-image cache on the device, model selection on the validation split, and the
-//! best-validation checkpoint, predictions, curve and metrics written out. The test split is
-//! never opened.
+//! best-validation checkpoint, its calibration map (fitted on the validation predictions),
+//! the calibrated predictions, curve and metrics written out. The test split is never opened.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use engine_core::job::StageJob;
 use engine_core::manifest::{Dataset, StageParams};
+use engine_core::metrics::calibration::{self, Calibration};
 use engine_core::metrics::rng::Xoshiro256;
 use engine_core::metrics::{BinaryData, MulticlassData};
 use engine_core::stages::train::{Loss, LossKind, SamplerKind, TrainParams};
@@ -743,8 +744,41 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     let (metric, best_epoch, probs) = best.ok_or("no epoch ran")?;
     let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
+    // The calibration map, fitted on the best epoch's validation predictions; every later
+    // use of the model (predictions.csv, `model.predict`, `engine test`) applies it.
+    let labels: Vec<u32> = data.val.iter().map(|i| i.class as u32).collect();
+    let (calibration, not_fitted) = match Calibration::fit(&labels, &probs) {
+        Ok(c) => (c, None),
+        Err(e) => {
+            eprintln!("warning: the probabilities are not calibrated: {e}");
+            (
+                Calibration::identity(k),
+                Some(format!("not calibrated: {e}")),
+            )
+        }
+    };
+    let calibrated = calibration.apply(&probs);
+    let ones = vec![1u32; labels.len()];
+    let fit = |p: &[Vec<f64>]| {
+        json!({
+            "brier": calibration::brier(&labels, p, &ones),
+            "ece": calibration::ece(&labels, p, &ones),
+        })
+    };
+    let mut calibration_json = serde_json::to_value(&calibration).map_err(|e| e.to_string())?;
+    calibration_json["validation"] = json!({"before": fit(&probs), "after": fit(&calibrated)});
+    if let Some(note) = &not_fitted {
+        calibration_json["note"] = json!(note);
+    }
+    write_json(&out.join("calibration.json"), &calibration_json)?;
     write_predictions(
         &out.join("predictions.csv"),
+        &data.catalog,
+        &data.val,
+        &calibrated,
+    )?;
+    write_predictions(
+        &out.join("predictions.uncalibrated.csv"),
         &data.catalog,
         &data.val,
         &probs,
@@ -759,6 +793,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         "val_images": data.val.len(),
         "seconds": started.elapsed().as_secs_f64(),
         "runtime": runtime(device),
+        "calibration": calibration_json,
     });
     write_json(&out.join("metrics.json"), &metrics)?;
     let config = json!({

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::EXIT_USAGE;
 use crate::commands::load_or_report;
-use crate::metrics::{Input, evaluate, to_json};
+use crate::metrics::{BinaryInput, Cut, Input, Locked, evaluate, to_json};
 use svg::{BASELINE, Bar, BarGroup, BoxStat, Curve, IntervalRow, MODEL, RoundPoint, esc};
 
 /// The marker that tells a file is a report this command wrote (and may overwrite).
@@ -401,7 +401,18 @@ fn recompute_baseline(t: &Opening) -> Result<Option<Baseline>, String> {
         }
     } else if t.metrics["task"] == "binary" {
         let ops = &t.metrics["operating_points"];
-        Input::Binary {
+        // The baseline's own threshold, fixed on its validation predictions when it was tested.
+        let cut = match t.metrics["comparison"]["baseline_threshold"].as_f64() {
+            Some(threshold) => Cut::Fixed(Locked {
+                threshold,
+                rule: None,
+                chosen_on: "validation".into(),
+            }),
+            None => {
+                return Err("the test's metrics.json names no threshold for the baseline (hint: it was written by an older engine; run `engine test` again with --reopen)".into());
+            }
+        };
+        Input::Binary(BinaryInput {
             preds,
             options: BinaryOptions {
                 at_specificity: ops["at_specificity"].as_f64().unwrap_or(0.8),
@@ -409,7 +420,10 @@ fn recompute_baseline(t: &Opening) -> Result<Option<Baseline>, String> {
             },
             attribute: t.metrics["attribute"]["name"].as_str().map(str::to_owned),
             compare: None,
-        }
+            cut: cut.clone(),
+            compare_cut: cut,
+            positive_name: t.metrics["positive_class"].as_str().map(str::to_owned),
+        })
     } else {
         Input::Multiclass {
             preds,

@@ -315,7 +315,7 @@ pub fn requirements(spec: &TaskSpec, evidence: &Evidence) -> Vec<Requirement> {
                 verdict: Verdict::Undetermined,
                 needed: None,
                 note: Some(format!(
-                    "not measured: no attribute for {name} was analysed (hint: give the evaluation `confound:` with the attribute that labels it)"
+                    "not measured: no attribute for {name} was analysed (hint: name the attribute that labels it: `confound:` of the evaluate stage, or `engine test --confound ATTR`)"
                 )),
             }),
         }
@@ -444,14 +444,14 @@ fn check(
     } else if verdict == Verdict::Undetermined && m.proportion {
         match needed {
             Some(k) if k > m.n => notes.push(format!(
-                "about {k} {} would be needed at the observed {:.2} for the interval to clear {}",
+                "about {k} {} would be needed at the observed {:.3} for the interval to clear {}",
                 m.cases,
                 m.estimate,
                 percent(value)
             )),
             Some(_) => {}
             None => notes.push(format!(
-                "the observed {:.2} is itself on the wrong side of {}; more cases would not settle it",
+                "the observed {:.3} is itself on the wrong side of {}; more cases would not settle it",
                 m.estimate,
                 percent(value)
             )),
