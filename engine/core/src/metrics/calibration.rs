@@ -147,7 +147,7 @@ impl Calibration {
         let z = log_probs(probs);
         let k = probs.len();
         let n = probs.first().map_or(0, Vec::len);
-        let mut out = vec![Vec::with_capacity(n); k];
+        let mut out: Vec<Vec<f64>> = (0..k).map(|_| Vec::with_capacity(n)).collect();
         for zi in &z {
             let p = softmax(&affine(self.slope, &self.bias, zi));
             for (c, v) in p.into_iter().enumerate() {
@@ -244,11 +244,11 @@ fn gradient_hessian(
                 mean[j] += p[c] * f[j];
             }
         }
-        for c in 0..k {
+        for (c, &pc) in p.iter().enumerate() {
             let f = phi(zi, c);
-            for r in 0..k {
-                for s in 0..k {
-                    h[r][s] += p[c] * (f[r] - mean[r]) * (f[s] - mean[s]);
+            for (r, row) in h.iter_mut().enumerate() {
+                for (s, cell) in row.iter_mut().enumerate() {
+                    *cell += pc * (f[r] - mean[r]) * (f[s] - mean[s]);
                 }
             }
         }
@@ -270,12 +270,14 @@ fn solve(mut h: Vec<Vec<f64>>, mut rhs: Vec<f64>) -> Option<Vec<f64>> {
         }
         h.swap(col, pivot);
         rhs.swap(col, pivot);
-        for r in col + 1..k {
-            let f = h[r][col] / h[col][col];
-            for c in col..k {
-                h[r][c] -= f * h[col][c];
+        let (top, below) = h.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for (offset, row) in below.iter_mut().enumerate() {
+            let f = row[col] / pivot_row[col];
+            for (cell, &above) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *cell -= f * above;
             }
-            rhs[r] -= f * rhs[col];
+            rhs[col + 1 + offset] -= f * rhs[col];
         }
     }
     let mut x = vec![0.0; k];
@@ -477,7 +479,7 @@ mod tests {
         let mut r = Xoshiro256::seed_from(3);
         let n = 30_000;
         let mut labels = Vec::with_capacity(n);
-        let mut probs = vec![Vec::with_capacity(n); 3];
+        let mut probs: Vec<Vec<f64>> = (0..3).map(|_| Vec::with_capacity(n)).collect();
         for _ in 0..n {
             let truth = [
                 2.0 * uniform(&mut r),
