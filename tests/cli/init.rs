@@ -84,9 +84,18 @@ fn init_says_why_it_chose_each_value() {
         "debias: {kind: gradient_reversal, attribute: chest_drain_prob, lambda: 0.3}",
         "image_size: 32  # images are mostly 32x32 px",
         "confound: drain",
+        // A plain control, so that the reliance on the drain has a reference.
+        "  control:\n    description: The plain control",
+        "with: {model: train, baseline: control, confound: drain}",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
+    // The control is the same training without the debiasing.
+    let control = &text[text.find("  control:").unwrap()..text.find("  against_control:").unwrap()];
+    assert!(
+        !control.contains("sampler:") && !control.contains("debias:"),
+        "{control}"
+    );
     ws.run(&["validate", "p.yaml"]).code(0);
     // An existing manifest is kept.
     let r = ws

@@ -216,12 +216,61 @@ pub fn apply(args: &ApplyArgs) -> anyhow::Result<ExitCode> {
             }
         }
         println!("  records: {}", summary.run_dir.display());
+        if summary.status == RunStatus::Succeeded {
+            print_headline(&m, &summary);
+        }
     }
     Ok(match summary.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Failed => ExitCode::from(EXIT_FAILED),
         RunStatus::Cancelled => ExitCode::from(EXIT_INTERRUPTED),
     })
+}
+
+/// The scoring evaluation's answer, so that a run ends with what it means: the request's
+/// requirements with their verdicts on validation (or, without a TaskSpec, the headline
+/// figure). Nothing when the manifest has no scoring `evaluate` stage.
+fn print_headline(m: &engine_core::load::LoadedManifest, summary: &engine_core::exec::RunSummary) {
+    let Ok(scoring) = crate::develop::scoring(m) else {
+        return;
+    };
+    let Some(dir) = summary
+        .stages
+        .get(&scoring.evaluate)
+        .and_then(|s| s.outputs.as_ref())
+    else {
+        return;
+    };
+    let Some(metrics) = std::fs::read_to_string(dir.join("metrics.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    else {
+        return;
+    };
+    println!(
+        "\nwhat `{}` says about `{}` on validation (the test split stays sealed):",
+        scoring.evaluate, scoring.train
+    );
+    match crate::metrics::verdict_lines(&metrics) {
+        Some(lines) => {
+            for line in lines {
+                println!("  {line}");
+            }
+        }
+        None => {
+            for name in ["auc", "macro_auc", "map50"] {
+                let m = &metrics["metrics"][name];
+                if let Some(v) = m["value"].as_f64() {
+                    let ci = match (m["ci"][0].as_f64(), m["ci"][1].as_f64()) {
+                        (Some(lo), Some(hi)) => format!(" (95% CI {lo:.3} to {hi:.3})"),
+                        _ => String::new(),
+                    };
+                    println!("  {name} {v:.3}{ci}; the manifest states no requirements to check");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Takes the workspace lock, saying so while another run holds it.

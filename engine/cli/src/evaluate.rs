@@ -87,7 +87,14 @@ pub fn run_evaluate_stage(job: &StageJob) -> Result<(), String> {
     };
     let report = evaluate(input, &bootstrap)?;
     let (reqs, head) = match &job.task {
-        Some(task) => verdicts(task, &report, "validation"),
+        // A baseline compared on the confound figures is the plain control they refer to.
+        Some(task) => {
+            let control = p
+                .baseline
+                .as_ref()
+                .and_then(|b| report.control(&format!("`{b}`")));
+            verdicts(task, &report, "validation", control)
+        }
         None => (Vec::new(), String::new()),
     };
     let text = head + &table(&report, &bootstrap);

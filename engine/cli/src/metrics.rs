@@ -17,7 +17,9 @@ use engine_core::metrics::{
     DetectionData, DetectionMetrics, DetectionOptions, Estimate, MulticlassData, MulticlassMetrics,
     OperatingRule, Proportion, Units,
 };
-use engine_core::task::requirements::{self, Evidence, Measure, Requirement, requirements};
+use engine_core::task::requirements::{
+    self, Control, Evidence, Measure, Requirement, requirements,
+};
 use serde_json::{Map, Value, json};
 
 use crate::EXIT_USAGE;
@@ -163,6 +165,7 @@ fn task_name(task: MetricsTask) -> &'static str {
 }
 
 /// The evaluation, ready to print.
+#[derive(Clone, Debug)]
 pub(crate) struct Report {
     /// Everything but the metrics, in JSON.
     header: Map<String, Value>,
@@ -1086,43 +1089,7 @@ pub(crate) fn table(report: &Report, bootstrap: &Bootstrap) -> String {
         };
         let _ = writeln!(out, "{label:<width$}  {:>8}  {ci}{note}", fmt(e.value));
     }
-    if !report.paired.is_empty() {
-        let base = report
-            .header
-            .get("comparison")
-            .and_then(|c| c["baseline"].as_str())
-            .unwrap_or("the baseline");
-        let _ = writeln!(
-            out,
-            "\npaired bootstrap against {base} (model minus baseline, same resamples):"
-        );
-        let width = report
-            .paired
-            .iter()
-            .map(|(_, label, _)| label.chars().count())
-            .max()
-            .unwrap_or(6)
-            .max(6);
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:>8}  {:>8}  {:>8}  {ci_title:<20}  p",
-            "metric", "model", "baseline", "diff"
-        );
-        for (_, label, t) in &report.paired {
-            let ci = match t.ci {
-                Some((lo, hi)) => format!("[{}, {}]", fmt(lo), fmt(hi)),
-                None => "n/a".to_owned(),
-            };
-            let p = t.p_value.map_or("n/a".to_owned(), |p| format!("{p:.4}"));
-            let _ = writeln!(
-                out,
-                "{label:<width$}  {:>8}  {:>8}  {:>8}  {ci:<20}  {p}",
-                fmt(t.a),
-                fmt(t.b),
-                fmt(t.diff)
-            );
-        }
-    }
+    out.push_str(&comparison_table(report, bootstrap));
     if !report.notes.is_empty() {
         out.push('\n');
         for line in &report.notes {
@@ -1211,6 +1178,7 @@ impl Report {
             })
         });
         Evidence {
+            control: None,
             measures,
             confound: self
                 .header
@@ -1233,22 +1201,137 @@ impl Report {
     }
 }
 
-/// The requirements of `task` checked against the evaluation, and the verdict block that
-/// heads every output: one plain sentence per requirement.
+impl Report {
+    /// The confound comparison of this report (a model against a baseline, with the
+    /// confound analysis) read as the model against its plain control named `name`.
+    pub(crate) fn control(&self, name: &str) -> Option<Control> {
+        let c = self.header.get("comparison")?;
+        let reduction = &c.get("relative_reduction")?["partial_correlation"];
+        let paired = |metric: &str| {
+            self.paired
+                .iter()
+                .find(|(n, _, _)| n == metric)
+                .map(|(_, _, t)| t)
+        };
+        let partial = paired("confound/partial_correlation")?;
+        Some(Control {
+            name: name.to_owned(),
+            partial_correlation: partial.b,
+            reduction: reduction["value"].as_f64().map(|v| {
+                (
+                    v,
+                    reduction["ci"][0].as_f64().zip(reduction["ci"][1].as_f64()),
+                )
+            }),
+            fp_share: paired("confound/fp_share_with_attribute").map(|t| (t.a, t.b)),
+            expected_fp_share: self
+                .metrics
+                .iter()
+                .find(|(n, _, _)| n == "confound/expected_fp_share")
+                .map(|(_, _, e)| e.value)
+                .filter(|v| v.is_finite()),
+        })
+    }
+}
+
+/// The requirements of `task` checked against the evaluation (and a plain control, when
+/// the model was compared with one), and the verdict block that heads every output: one
+/// plain sentence per requirement.
 pub(crate) fn verdicts(
     task: &engine_core::task::TaskSpec,
     report: &Report,
     split: &str,
+    control: Option<Control>,
 ) -> (Vec<Requirement>, String) {
-    let reqs = requirements(task, &report.evidence(split));
+    let mut evidence = report.evidence(split);
+    evidence.control = control;
+    let reqs = requirements(task, &evidence);
     let mut text = String::new();
     if reqs.is_empty() {
         return (reqs, text);
     }
     let _ = writeln!(text, "Does the model do what was asked? (on {split})");
     for r in &reqs {
-        let _ = writeln!(text, "  {}", requirements::sentence(r));
+        let _ = writeln!(text, "  {}", terminal_safe(&requirements::sentence(r)));
     }
     text.push('\n');
     (reqs, text)
+}
+
+/// Text from data (class and attribute names) made safe for a terminal: control
+/// characters, escape sequences included, are shown as `\u{..}` escapes, never sent.
+pub(crate) fn terminal_safe(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() && c != '\n' {
+                c.escape_unicode().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+/// The verdicts an evaluation wrote into its `metrics.json` (`requirements`), as the
+/// sentences that head its summary; `None` when it has none.
+pub(crate) fn verdict_lines(metrics: &Value) -> Option<Vec<String>> {
+    let reqs: Vec<Requirement> =
+        serde_json::from_value(metrics.get("requirements")?.clone()).ok()?;
+    (!reqs.is_empty()).then(|| {
+        reqs.iter()
+            .map(|r| terminal_safe(&requirements::sentence(r)))
+            .collect()
+    })
+}
+
+/// The paired comparison with the baseline, as `table` prints it (empty without one).
+pub(crate) fn comparison_table(report: &Report, bootstrap: &Bootstrap) -> String {
+    let mut out = String::new();
+    let ci_title = format!("{:.0}% CI", 100.0 * bootstrap.level);
+    let fmt = |x: f64| {
+        if x.is_nan() {
+            "n/a".to_owned()
+        } else {
+            format!("{x:.4}")
+        }
+    };
+    if !report.paired.is_empty() {
+        let base = report
+            .header
+            .get("comparison")
+            .and_then(|c| c["baseline"].as_str())
+            .unwrap_or("the baseline");
+        let _ = writeln!(
+            out,
+            "\npaired bootstrap against {base} (model minus baseline, same resamples):"
+        );
+        let width = report
+            .paired
+            .iter()
+            .map(|(_, label, _)| label.chars().count())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>8}  {:>8}  {:>8}  {ci_title:<20}  p",
+            "metric", "model", "baseline", "diff"
+        );
+        for (_, label, t) in &report.paired {
+            let ci = match t.ci {
+                Some((lo, hi)) => format!("[{}, {}]", fmt(lo), fmt(hi)),
+                None => "n/a".to_owned(),
+            };
+            let p = t.p_value.map_or("n/a".to_owned(), |p| format!("{p:.4}"));
+            let _ = writeln!(
+                out,
+                "{label:<width$}  {:>8}  {:>8}  {:>8}  {ci:<20}  {p}",
+                fmt(t.a),
+                fmt(t.b),
+                fmt(t.diff)
+            );
+        }
+    }
+    out
 }

@@ -25,6 +25,11 @@ use engine_core::metrics::{BinaryData, OperatingRule};
 use engine_core::task::requirements::operating_rule;
 
 use crate::metrics::{BinaryInput, Cut, Input, Locked, evaluate, table, to_json, verdicts};
+
+/// The `comparison` object of a report's JSON (the paired tests and relative reductions).
+fn to_json_comparison(report: &crate::metrics::Report) -> Value {
+    to_json(report.clone())["comparison"].clone()
+}
 use crate::{EXIT_FAILED, EXIT_USAGE};
 
 /// A model under test.
@@ -47,11 +52,12 @@ type Source = (LoadedManifest, String, String);
 
 /// The models `engine test` compares when no `--model` is named: the best round of the
 /// developer loop's history (or the round the clinician accepted) against round 0.
-/// Also returns the attribute the scoring evaluation analyses as a confounder.
+/// Also returns the attribute the scoring evaluation analyses as a confounder, and whether
+/// the last model is the plain control of that confounder.
 fn from_history(
     m: &LoadedManifest,
     manifest: &Path,
-) -> Result<(Vec<Source>, Option<String>), String> {
+) -> Result<(Vec<Source>, Option<String>, bool), String> {
     let journal = engine_core::agent::journal::Journal::for_manifest(&m.dir, manifest);
     if !journal.exists() {
         return Err(format!(
@@ -95,7 +101,19 @@ fn from_history(
             format!("`{}` of round {round} ({role})", scoring.train),
         ));
     }
-    Ok((out, scoring.confound))
+    // The plain control the manifest compares the model with on the confound figures, if
+    // any: tested beside the model, so that its reliance on the attribute has a reference.
+    let control = m.params.iter().find_map(|(_, p)| match p {
+        StageParams::Evaluate(e) if e.model == scoring.train && e.confound.is_some() => {
+            e.baseline.clone()
+        }
+        _ => None,
+    });
+    if let Some(c) = control {
+        out.push((m.clone(), c.clone(), format!("the plain control `{c}`")));
+        return Ok((out, scoring.confound, true));
+    }
+    Ok((out, scoring.confound, false))
 }
 
 /// Runs `engine test`.
@@ -110,13 +128,14 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {message}");
         Ok(ExitCode::from(EXIT_USAGE))
     };
-    let (sources, scored_confound) = match &args.model {
+    let (sources, scored_confound, with_control) = match &args.model {
         Some(model) => (
             std::iter::once(model)
                 .chain(args.baseline.iter())
                 .map(|s| (m.clone(), s.clone(), format!("`{s}`")))
                 .collect::<Vec<_>>(),
             None,
+            false,
         ),
         None if args.baseline.is_some() => {
             return usage("--baseline needs --model; without both, the test compares the developer loop's best round with its first".into());
@@ -151,7 +170,8 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or(scored_confound)
         .or_else(evaluated_confound);
-    if let [model, base] = models.as_slice() {
+    for base in models.iter().skip(1) {
+        let model = &models[0];
         let dataset = |t: &Tested| match &t.m.params[&t.stage] {
             StageParams::ClassifierTrain(p) => p.dataset.clone(),
             StageParams::DetectorTrain(p) => p.dataset.clone(),
@@ -227,7 +247,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             Err(e) => return usage(format!("{}: {e}", t.label)),
         }
     }
-    thresholds.resize(2, None);
+    thresholds.resize(models.len().max(2), None);
 
     // The seal: the first opening names the models; another set needs a reason.
     let seal_path = store.root().join("test-seal.jsonl");
@@ -345,7 +365,10 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         files.push(out);
     }
 
-    let compare = files.get(1).cloned();
+    // The comparison with the initial model (or the named baseline); the plain control,
+    // when there is one, is compared on its own below.
+    let control_index = with_control.then(|| models.len() - 1);
+    let compare = files.get(1).filter(|_| control_index != Some(1)).cloned();
     let input = if models[0].detector {
         let gt = files[0].join("ground_truth.json");
         if let Some(base) = &compare {
@@ -355,7 +378,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
             gt,
             dets: files[0].join("detections.json"),
             options: engine_core::metrics::DetectionOptions::default(),
-            compare: compare.map(|b| b.join("detections.json")),
+            compare: compare.as_ref().map(|b| b.join("detections.json")),
         }
     } else if models[0].classes == 2 {
         let locked = |i: usize| {
@@ -367,14 +390,14 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
                 })
             })
         };
-        let (Some(cut), compare_cut) = (locked(0), locked(1)) else {
+        let (Some(cut), compare_cut) = (locked(0), compare.as_ref().and(locked(1))) else {
             return usage("no threshold was fixed on validation for the model".into());
         };
         Input::Binary(BinaryInput {
             preds: files[0].clone(),
             options: operating_points(&models[0].m, &models[0].stage),
             attribute: confound.clone(),
-            compare,
+            compare: compare.clone(),
             cut,
             compare_cut: compare_cut.unwrap_or(Cut::Choose {
                 rule: OperatingRule::Youden,
@@ -385,7 +408,7 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         Input::Multiclass {
             preds: files[0].clone(),
-            compare,
+            compare: compare.clone(),
         }
     };
     let bootstrap = Bootstrap {
@@ -403,11 +426,65 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    // The model against its plain control, at each one's threshold fixed on validation.
+    let control = match control_index {
+        Some(ci) if models[0].classes == 2 && confound.is_some() => {
+            let (Some(cut), Some(control_cut)) = (
+                thresholds[0].map(|(threshold, rule)| {
+                    Cut::Fixed(Locked {
+                        threshold,
+                        rule: Some(rule),
+                        chosen_on: "validation".into(),
+                    })
+                }),
+                thresholds[ci].map(|(threshold, rule)| {
+                    Cut::Fixed(Locked {
+                        threshold,
+                        rule: Some(rule),
+                        chosen_on: "validation".into(),
+                    })
+                }),
+            ) else {
+                return usage("no threshold was fixed on validation for the plain control".into());
+            };
+            let input = Input::Binary(BinaryInput {
+                preds: files[0].clone(),
+                options: operating_points(&models[0].m, &models[0].stage),
+                attribute: confound.clone(),
+                compare: Some(files[ci].clone()),
+                cut,
+                compare_cut: control_cut,
+                positive_name: None,
+            });
+            match evaluate(input, &bootstrap) {
+                Ok(r) => Some((ci, r)),
+                Err(message) => return usage(message),
+            }
+        }
+        _ => None,
+    };
     let (reqs, head) = match &m.manifest.task {
-        Some(task) => verdicts(task, &report, "the sealed test split"),
+        Some(task) => verdicts(
+            task,
+            &report,
+            "the sealed test split",
+            control
+                .as_ref()
+                .and_then(|(ci, r)| r.control(&format!("`{}`", models[*ci].stage))),
+        ),
         None => (Vec::new(), String::new()),
     };
     let mut text = head + &table(&report, &bootstrap);
+    if let Some((ci, r)) = &control {
+        let name = format!("`{}`", models[*ci].stage);
+        text.push_str(&format!(
+            "\nagainst the plain control {name} (the same network and data without the debiasing):\n"
+        ));
+        if let Some(c) = r.control(&name) {
+            text.push_str(&format!("{}.\n", c.words()));
+        }
+        text.push_str(&crate::metrics::comparison_table(r, &bootstrap));
+    }
     for (t, f) in models.iter().zip(&files) {
         if t.detector {
             text = text
@@ -440,9 +517,22 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         let name = |f: &PathBuf| f.file_name().map(|n| n.to_string_lossy().into_owned());
         obj.insert(
             "predictions".into(),
-            json!({"model": name(&files[0]), "baseline": files.get(1).and_then(name)}),
+            json!({
+                "model": name(&files[0]),
+                "baseline": compare.as_ref().and_then(name),
+                "control": control_index.and_then(|ci| name(&files[ci])),
+            }),
         );
-        if let (Some(b), Some(Value::Object(c))) = (models.get(1), obj.get_mut("comparison")) {
+        if let Some((ci, r)) = &control {
+            let mut c = to_json_comparison(r);
+            if let Value::Object(o) = &mut c {
+                o.insert("baseline".into(), models[*ci].stage.clone().into());
+                o.insert("baseline_label".into(), models[*ci].label.clone().into());
+            }
+            obj.insert("control".into(), c);
+        }
+        let main_baseline = models.get(1).filter(|_| control_index != Some(1));
+        if let (Some(b), Some(Value::Object(c))) = (main_baseline, obj.get_mut("comparison")) {
             c.insert("baseline".into(), b.stage.clone().into());
             c.insert("baseline_label".into(), b.label.clone().into());
         }

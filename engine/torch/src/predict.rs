@@ -82,14 +82,6 @@ pub(crate) fn load_model(dir: &Path, stage: &str, device: tch::Device) -> Result
                 "stage `{stage}` left no readable calibration.json (hint: run `engine apply` again to retrain it)"
             )
         })?;
-    if calibration.bias.len() != config.classes.len() {
-        return Err(format!(
-            "{} has {} biases for {} classes",
-            calibration_path.display(),
-            calibration.bias.len(),
-            config.classes.len()
-        ));
-    }
     Ok(Model {
         calibration,
         config,
@@ -97,6 +89,20 @@ pub(crate) fn load_model(dir: &Path, stage: &str, device: tch::Device) -> Result
         net,
         _vs: vs,
     })
+}
+
+impl Model {
+    /// The model's calibrated probabilities `[class][image]` from its raw ones.
+    pub(crate) fn calibrated(&self, probs: &[Vec<f64>]) -> Result<Vec<Vec<f64>>, String> {
+        if self.calibration.bias.len() != probs.len() {
+            return Err(format!(
+                "the calibration.json of this model has {} biases for {} classes; the model's files do not belong together (hint: run `engine apply` again to retrain it)",
+                self.calibration.bias.len(),
+                probs.len()
+            ));
+        }
+        Ok(self.calibration.apply(probs))
+    }
 }
 
 fn softmax() -> String {
@@ -147,14 +153,14 @@ fn run(job: &StageJob, p: &PredictParams, device: tch::Device) -> Result<(), Str
 
     progress(0.0, &format!("labelling {} images", images.len()));
     let plain = augmentation(0.0, config.channels);
-    let probs = model.calibration.apply(&predict(
+    let probs = model.calibrated(&predict(
         &model.net,
         model.head,
         &loaded,
         &plain,
         p.batch_size as usize,
         2,
-    )?);
+    )?)?;
     let name = &p.as_attribute;
     let mut csv = format!("image_id,{name},{name}_prob\n");
     let mut positives = 0usize;

@@ -86,7 +86,7 @@ pub fn test_predictions(
             &items,
             &probs,
         )?;
-        let calibrated = model.calibration.apply(&probs);
+        let calibrated = model.calibrated(&probs)?;
         write_predictions(out, partition.catalog(), &items, &calibrated)
     })?;
     Ok(items.len())

@@ -392,6 +392,23 @@ fn a_drain_model_labels_the_pneumothorax_images_for_the_audit_and_training() {
     let drain_auc = read_json(&ws.path().join("drain_model/metrics.json"))["best"]
         .as_f64()
         .unwrap();
+    // The calibration map is kept with the model, fitted on every validation image.
+    let calibration = read_json(&ws.path().join("drain_model/calibration.json"));
+    assert_eq!(calibration["method"], "platt");
+    assert_eq!(calibration["bias"].as_array().map(Vec::len), Some(2));
+    assert!(
+        calibration["slope"].as_f64().unwrap() > 0.0,
+        "{calibration}"
+    );
+    assert!(
+        calibration["validation"]["after"]["brier"].is_number(),
+        "{calibration}"
+    );
+    assert!(
+        ws.path()
+            .join("drain_model/predictions.uncalibrated.csv")
+            .exists()
+    );
 
     let mut siim = Dataset::new(DatasetFormat::SiimAcr, root.display().to_string());
     siim.attributes.insert(

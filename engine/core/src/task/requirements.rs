@@ -120,6 +120,65 @@ pub struct Evidence {
     pub threshold: Option<String>,
     /// The classes of the predictions, for multiclass objectives that name a class.
     pub classes: Vec<String>,
+    /// The plain control the confound figures were compared with, if any.
+    pub control: Option<Control>,
+}
+
+/// A plain control model (the same network and data without the debiasing) measured on
+/// the same cases: the reference of "reliance reduced by X%".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Control {
+    /// How the outputs name it (a stage, a round).
+    pub name: String,
+    /// Its partial correlation with the attribute.
+    pub partial_correlation: f64,
+    /// The relative reduction `(control - model) / |control|` of the partial correlation,
+    /// with its interval.
+    pub reduction: Option<(f64, Option<(f64, f64)>)>,
+    /// The share of false positives with the attribute: (model, control).
+    pub fp_share: Option<(f64, f64)>,
+    /// The share its prevalence among negatives predicts.
+    pub expected_fp_share: Option<f64>,
+}
+
+impl Control {
+    /// The comparison in words, for the confounder's verdict.
+    pub fn words(&self) -> String {
+        let mut s = format!(
+            "the plain control {} has a partial correlation of {:.3}",
+            self.name, self.partial_correlation
+        );
+        if let Some((r, ci)) = self.reduction {
+            s.push_str(&format!(
+                ", and {} of it was removed{}",
+                percent_signed(r),
+                match ci {
+                    Some((lo, hi)) =>
+                        format!(" (95% CI {} to {})", percent_signed(lo), percent_signed(hi)),
+                    None => String::new(),
+                }
+            ));
+        }
+        if let Some((m, c)) = self.fp_share {
+            s.push_str(&format!(
+                "; false positives with the attribute: {} against the control's {}",
+                percent_signed(m),
+                percent_signed(c)
+            ));
+            if let Some(e) = self.expected_fp_share {
+                s.push_str(&format!(
+                    " ({} expected from its prevalence)",
+                    percent_signed(e)
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// A fraction as a whole percentage, sign kept: -0.083 -> "-8%".
+fn percent_signed(x: f64) -> String {
+    format!("{:.0}%", 100.0 * x)
 }
 
 /// The decision threshold a binary request implies, to be chosen on validation: a
@@ -292,16 +351,26 @@ pub fn requirements(spec: &TaskSpec, evidence: &Evidence) -> Vec<Requirement> {
     for name in &spec.confounders {
         let words = format!("Does not rely on {}", name.replace('_', " "));
         match &evidence.confound {
-            Some(attr) => out.push(check(
-                evidence,
-                format!(
-                    "{words} (partial correlation with `{attr}`, label held fixed, at most {RELIANCE_LIMIT})"
-                ),
-                PARTIAL_CORRELATION,
-                "<=",
-                RELIANCE_LIMIT,
-                String::new(),
-            )),
+            Some(attr) => {
+                let mut r = check(
+                    evidence,
+                    format!(
+                        "{words} (partial correlation with `{attr}`, label held fixed, at most {RELIANCE_LIMIT})"
+                    ),
+                    PARTIAL_CORRELATION,
+                    "<=",
+                    RELIANCE_LIMIT,
+                    String::new(),
+                );
+                if let Some(control) = &evidence.control {
+                    let words = control.words();
+                    r.note = Some(match r.note.take() {
+                        Some(n) => format!("{n}; {words}"),
+                        None => words,
+                    });
+                }
+                out.push(r);
+            }
             None => out.push(Requirement {
                 requirement: words,
                 metric: PARTIAL_CORRELATION.to_owned(),
@@ -653,6 +722,20 @@ mod tests {
         let r = requirements(&s, &e);
         assert_eq!(r[0].verdict, Verdict::NotMet);
         assert!(r[0].requirement.starts_with("Does not rely on chest drain"));
+        // Against a plain control, the verdict says how much of its reliance was removed.
+        e.control = Some(Control {
+            name: "`control`".into(),
+            partial_correlation: 0.6,
+            reduction: Some((0.5, Some((0.3, 0.7)))),
+            fp_share: Some((0.3, 0.6)),
+            expected_fp_share: Some(0.2),
+        });
+        let r = requirements(&s, &e);
+        assert!(
+            sentence(&r[0]).ends_with("NOT MET: 0.300 (95% CI 0.200 to 0.400) on 90 images; the plain control `control` has a partial correlation of 0.600, and 50% of it was removed (95% CI 30% to 70%); false positives with the attribute: 30% against the control's 60% (20% expected from its prevalence)."),
+            "{}",
+            sentence(&r[0])
+        );
     }
 
     #[test]
