@@ -13,7 +13,8 @@ const MODEL: [u8; 3] = [0x0b, 0x61, 0xd6];
 const BASELINE: [u8; 3] = [0xe8, 0x59, 0x0c];
 const GOOD: [u8; 3] = [0x1a, 0x7f, 0x37];
 
-const FIGURES: [&str; 6] = [
+const FIGURES: [&str; 7] = [
+    "fig-reliability",
     "fig-roc",
     "fig-compare",
     "fig-subgroups",
@@ -54,6 +55,54 @@ fn the_report_holds_the_test_the_confound_the_rounds_the_audit_and_provenance() 
             .unwrap_or_else(|| panic!("no {id}"));
         let end = start + html[start..].find("</figure>").unwrap();
         assert!(html[start..end].contains("<svg"), "{id} has no SVG");
+    }
+    // The answer comes first: the request's requirements with their verdicts on the test,
+    // before the request itself and the technical sections, with the terms explained.
+    let answer = html
+        .find("<section id=\"answer\">")
+        .expect("no answer section");
+    assert!(answer < html.find("<section id=\"summary\">").unwrap());
+    assert!(answer < html.find("<section id=\"test\">").unwrap());
+    let answer = &html[answer..answer + html[answer..].find("</section>").unwrap()];
+    assert!(answer.contains("Does the model do what was asked?"));
+    assert!(answer.contains("On the sealed test split"), "{answer}");
+    assert!(
+        answer.contains("the positive class is <code>pneumothorax</code>"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("fixed on validation and applied unchanged"),
+        "{answer}"
+    );
+    assert_eq!(
+        answer.matches("<td class=\"v v-").count(),
+        2,
+        "AUC and the drain: {answer}"
+    );
+    assert!(answer.contains("Tells pneumothorax from its absence better than chance"));
+    assert!(answer.contains("Does not rely on chest drain"));
+    assert!(
+        answer.contains("for always predicting the prevalence"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("the raw outputs had a Brier score"),
+        "{answer}"
+    );
+    assert!(
+        answer.matches("class=\"bin\"").count() >= 2,
+        "reliability dots"
+    );
+    for term in [
+        "AUC",
+        "Partial correlation",
+        "Youden",
+        "Expected calibration error",
+    ] {
+        assert!(
+            answer.contains(&format!("<dt>{term}")),
+            "{term} is not explained"
+        );
     }
     // The test: both models, their intervals and the paired tests.
     assert!(html.contains("round 1 (accepted)") && html.contains("round 0 (initial)"));

@@ -557,6 +557,9 @@ pre{background:#f6f8fa;padding:8px 10px;border-radius:4px;overflow-x:auto;font-s
 .alert{background:#ffebe9;border:1px solid #cf222e;padding:8px 12px;border-radius:6px;margin:8px 0}
 .note{color:#57606a;font-size:13.5px}
 code{font-size:13px;background:#f6f8fa;padding:0 3px;border-radius:3px}
+.v{font-weight:700;white-space:nowrap}.v-met{color:#1a7f37}.v-not_met{color:#cf222e}.v-undetermined{color:#9a6700}
+dl.terms{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;font-size:13.5px;margin:8px 0}
+dl.terms dt{font-weight:600}dl.terms dd{margin:0;color:#57606a}
 "#;
 
 fn diff_html(diff: &str) -> String {
@@ -590,6 +593,50 @@ fn short(label: &str) -> String {
         None => label.replace('`', ""),
     }
 }
+
+/// One sentence for each technical term the report uses.
+const GLOSSARY: [(&str, &str); 10] = [
+    (
+        "AUC",
+        "The chance that the model scores a random case with the finding above a random case without it: 0.5 is guessing, 1.0 is perfect ranking.",
+    ),
+    (
+        "Sensitivity",
+        "Of the cases with the finding, the share the model calls positive (missed findings are the rest).",
+    ),
+    (
+        "Specificity",
+        "Of the cases without the finding, the share the model calls negative (false alarms are the rest).",
+    ),
+    (
+        "Threshold",
+        "The probability above which a case is called positive; fixed on validation and never re-tuned on the test.",
+    ),
+    (
+        "Youden's point",
+        "The threshold that maximises sensitivity + specificity, used when the request names no operating point.",
+    ),
+    (
+        "95% CI",
+        "The range the true value lies in with 95% confidence; exact (Clopper-Pearson) for shares of cases, bootstrap otherwise. A wide interval means few cases.",
+    ),
+    (
+        "Brier score",
+        "The mean squared difference between predicted probability and outcome: lower is better, and a useful model beats predicting the prevalence for everyone.",
+    ),
+    (
+        "Expected calibration error (ECE)",
+        "How far, on average over ten probability bins, the predicted probabilities are from the observed rates: 0.05 means off by about 5 points.",
+    ),
+    (
+        "Partial correlation",
+        "How strongly the predicted probability follows the attribute (e.g. a drain) among cases with the same label: 0 means no reliance, 1 complete reliance.",
+    ),
+    (
+        "Plain control",
+        "The same network trained on the same data without the debiasing: the reference for how much reliance the debiasing removed.",
+    ),
+];
 
 fn figure(id: &str, svg: String, caption: &str) -> String {
     format!(r#"<figure id="{id}">{svg}<figcaption>{caption}</figcaption></figure>"#)
@@ -652,6 +699,7 @@ impl Context {
             esc(&self.manifest.display().to_string()),
             esc(&engine_core::clock::now_rfc3339())
         );
+        self.answer(&mut h);
         self.summary(&mut h);
         self.test_section(&mut h);
         self.confound_section(&mut h);
@@ -661,6 +709,204 @@ impl Context {
         self.provenance(&mut h);
         h.push_str("</main></body></html>\n");
         h
+    }
+
+    /// The first screen: does the model do what was asked? The request's requirements with
+    /// their verdicts (the test's once it was opened, else validation's, said to be), the
+    /// comparisons with the initial model and the plain control, the calibration, and what
+    /// each technical term means.
+    fn answer(&self, h: &mut String) {
+        let (metrics, on) = match (&self.test, self.validation.first()) {
+            (Some(t), _) => (&t.metrics, "the sealed test split".to_owned()),
+            (None, Some((label, v))) => (
+                v,
+                format!(
+                    "validation, for {} (the test split is still sealed; validation is the split the loop chose by, so these figures are optimistic)",
+                    short(label)
+                ),
+            ),
+            (None, None) => return,
+        };
+        h.push_str(r#"<section id="answer"><h2>Does the model do what was asked?</h2>"#);
+        let n = metrics["n"].as_u64().unwrap_or(0);
+        let positive = metrics["positive_class"].as_str();
+        let mut facts = format!("On {}: {n} images", esc(&on));
+        if let (Some(p), Some(k)) = (positive, metrics["n_positive"].as_u64()) {
+            let _ = write!(
+                facts,
+                ", {k} of them with {}; the positive class is <code>{}</code>",
+                esc(&p.replace('_', " ")),
+                esc(p)
+            );
+        }
+        if let Some(t) = metrics["threshold"]["value"].as_f64() {
+            let how = if metrics["threshold"]["fixed_beforehand"] == true {
+                "fixed on validation and applied unchanged"
+            } else {
+                "chosen on validation"
+            };
+            let _ = write!(
+                facts,
+                ". Decisions (sensitivity, specificity, false positives) are read at the threshold {t:.4}, {how}{}",
+                metrics["threshold"]["rule"]
+                    .as_str()
+                    .map(|r| format!(": {}", esc(r)))
+                    .unwrap_or_default()
+            );
+        }
+        let _ = write!(h, "<p>{facts}.</p>");
+        let reqs = metrics["requirements"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if reqs.is_empty() {
+            h.push_str(r#"<p class="note">The manifest states no requirements to check (it embeds no TaskSpec, or one without an objective, constraints or confounders).</p>"#);
+        } else {
+            h.push_str("<table><tr><th>requirement</th><th>verdict</th><th>estimate</th><th>95% CI</th><th>rests on</th><th>what else to know</th></tr>");
+            for r in &reqs {
+                let verdict = r["verdict"].as_str().unwrap_or("undetermined");
+                let shown = match verdict {
+                    "met" => "MET",
+                    "not_met" => "NOT MET",
+                    _ => "UNDETERMINED",
+                };
+                let _ = write!(
+                    h,
+                    r#"<tr><td>{}</td><td class="v v-{}">{shown}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td><td class="note">{}</td></tr>"#,
+                    esc(r["requirement"].as_str().unwrap_or("")),
+                    esc(verdict),
+                    r["estimate"]
+                        .as_f64()
+                        .map_or("–".into(), |e| format!("{e:.3}")),
+                    match (r["ci"][0].as_f64(), r["ci"][1].as_f64()) {
+                        (Some(lo), Some(hi)) => format!("{lo:.3} to {hi:.3}"),
+                        _ => "–".into(),
+                    },
+                    match (r["n"].as_u64(), r["cases"].as_str()) {
+                        (Some(k), Some(c)) if k > 0 && !c.is_empty() => esc(&format!("{k} {c}")),
+                        _ => "–".into(),
+                    },
+                    esc(r["note"].as_str().unwrap_or(""))
+                );
+            }
+            h.push_str("</table>");
+            h.push_str(r#"<p class="note">Met: the whole 95% interval is on the required side of the target. Not met: the whole interval is on the wrong side. Undetermined: the interval straddles the target (more cases would be needed), or the figure could not be measured.</p>"#);
+        }
+        // The comparisons the verdicts rest on.
+        if let Some(t) = &self.test {
+            let key = self.objective();
+            let p = &t.metrics["comparison"]["paired"][&key];
+            if p.is_object() {
+                let _ = write!(
+                    h,
+                    "<p>Against {}: {} {} against {}, a difference of {:+.3} (95% CI {}; paired bootstrap p = {}).</p>",
+                    esc(&self.baseline_label()),
+                    esc(&metric_label(&key)),
+                    f4(&p["model"]),
+                    f4(&p["baseline"]),
+                    p["difference"].as_f64().unwrap_or(f64::NAN),
+                    ci_text(&p["ci"]),
+                    f4(&p["p_value"])
+                );
+            }
+            let c = &t.metrics["control"];
+            if c.is_object() {
+                let pc = &c["paired"]["confound/partial_correlation"];
+                let red = &c["relative_reduction"]["partial_correlation"];
+                let fp = &c["paired"]["confound/fp_share_with_attribute"];
+                let _ = write!(
+                    h,
+                    "<p>Against {} (the same network and data without the debiasing): partial correlation with the attribute {} against the control's {}, so {} of the control's reliance was removed (95% CI {}); false positives with the attribute {} against the control's {}.</p>",
+                    esc(c["baseline_label"].as_str().unwrap_or("the plain control")),
+                    f4(&pc["model"]),
+                    f4(&pc["baseline"]),
+                    red["value"]
+                        .as_f64()
+                        .map_or("–".into(), |v| format!("{:.0}%", 100.0 * v)),
+                    match (red["ci"][0].as_f64(), red["ci"][1].as_f64()) {
+                        (Some(lo), Some(hi)) => format!("{:.0}% to {:.0}%", 100.0 * lo, 100.0 * hi),
+                        _ => "–".into(),
+                    },
+                    fp["model"]
+                        .as_f64()
+                        .map_or("–".into(), |v| format!("{:.0}%", 100.0 * v)),
+                    fp["baseline"]
+                        .as_f64()
+                        .map_or("–".into(), |v| format!("{:.0}%", 100.0 * v)),
+                );
+            }
+        }
+        let brier = &metrics["metrics"]["brier"];
+        if brier.is_object() {
+            let mut line = format!(
+                "Probabilities are calibrated on validation and applied unchanged: Brier score {} (95% CI {})",
+                f4(&brier["value"]),
+                ci_text(&brier["ci"])
+            );
+            if let Some(b) = metrics["calibration"]["brier_prevalence"].as_f64() {
+                let _ = write!(line, " against {b:.4} for always predicting the prevalence");
+            }
+            let _ = write!(
+                line,
+                "; expected calibration error {} (95% CI {})",
+                f4(&metrics["metrics"]["ece"]["value"]),
+                ci_text(&metrics["metrics"]["ece"]["ci"])
+            );
+            let raw = &metrics["calibration"]["uncalibrated"];
+            if raw.is_object() {
+                let _ = write!(
+                    line,
+                    "; the raw outputs had a Brier score of {} and an expected calibration error of {}",
+                    f4(&raw["brier"]),
+                    f4(&raw["ece"])
+                );
+            }
+            let _ = write!(h, "<p>{line}.</p>");
+            if let Some(bins) = metrics["calibration"]["reliability"].as_array() {
+                let bins: Vec<(f64, f64, usize)> = bins
+                    .iter()
+                    .filter_map(|b| {
+                        Some((
+                            b["predicted"].as_f64()?,
+                            b["observed"].as_f64()?,
+                            b["n"].as_u64()? as usize,
+                        ))
+                    })
+                    .collect();
+                let binary = metrics["task"] == "binary";
+                let svg = svg::reliability(
+                    "Reliability diagram",
+                    if binary {
+                        "predicted probability"
+                    } else {
+                        "probability of the top class"
+                    },
+                    if binary {
+                        "observed share of positives"
+                    } else {
+                        "observed share right"
+                    },
+                    &[svg::Reliability {
+                        colour: MODEL,
+                        label: self.model_label(),
+                        bins,
+                    }],
+                );
+                h.push_str(&figure(
+                    "fig-reliability",
+                    svg,
+                    &format!(
+                        "Calibration on {}: each dot is one tenth of the probability range, placed at the mean predicted probability and the observed rate; its size grows with its cases. On the dashed diagonal, a probability means what it says.",
+                        esc(&on)
+                    ),
+                ));
+            }
+        }
+        h.push_str(r#"<h3>What the terms mean</h3><dl class="terms">"#);
+        for (term, meaning) in GLOSSARY {
+            let _ = write!(h, "<dt>{}</dt><dd>{}</dd>", esc(term), esc(meaning));
+        }
+        h.push_str("</dl></section>");
     }
 
     fn summary(&self, h: &mut String) {

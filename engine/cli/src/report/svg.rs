@@ -223,6 +223,76 @@ pub fn roc(title: &str, curves: &[Curve]) -> String {
     s
 }
 
+/// One model's reliability diagram: per bin of predicted probability, the mean prediction,
+/// the observed rate and the number of cases.
+#[derive(Debug)]
+pub struct Reliability {
+    pub colour: &'static str,
+    pub label: String,
+    pub bins: Vec<(f64, f64, usize)>,
+}
+
+/// Reliability diagrams: mean predicted probability against the observed rate per bin,
+/// with the diagonal of perfect calibration; each bin a dot whose area grows with its cases.
+pub fn reliability(title: &str, x_label: &str, y_label: &str, series: &[Reliability]) -> String {
+    let a = Axes {
+        w: 380.0,
+        h: 360.0,
+        left: 46.0,
+        right: 12.0,
+        top: 12.0,
+        bottom: 40.0,
+        x: (0.0, 1.0),
+        y: (0.0, 1.0),
+    };
+    let t = ticks(0.0, 1.0, 5);
+    let mut s = a.open(title, x_label, y_label, &t, &t);
+    let _ = write!(
+        s,
+        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{MUTED}" stroke-dasharray="4 3"/>"#,
+        a.px(0.0),
+        a.py(0.0),
+        a.px(1.0),
+        a.py(1.0)
+    );
+    let most = series
+        .iter()
+        .flat_map(|r| r.bins.iter().map(|b| b.2))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    for r in series {
+        let pts: Vec<String> = r
+            .bins
+            .iter()
+            .map(|&(x, y, _)| format!("{:.1},{:.1}", a.px(x), a.py(y)))
+            .collect();
+        let _ = write!(
+            s,
+            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="1.5"/>"#,
+            pts.join(" "),
+            r.colour
+        );
+        for &(x, y, n) in &r.bins {
+            let _ = write!(
+                s,
+                r#"<circle class="bin" cx="{:.1}" cy="{:.1}" r="{:.1}" fill="{}"><title>{} cases: predicted {:.3}, observed {:.3}</title></circle>"#,
+                a.px(x),
+                a.py(y),
+                2.5 + 5.5 * (n as f64 / most).sqrt(),
+                r.colour,
+                n,
+                x,
+                y
+            );
+        }
+    }
+    let keys: Vec<Key> = series.iter().map(|r| (r.colour, r.label.clone())).collect();
+    legend(&mut s, a.px(0.05), a.py(0.95), &keys);
+    s.push_str("</svg>");
+    s
+}
+
 /// One bar: value, 95% interval, colour.
 #[derive(Debug)]
 pub struct Bar {
