@@ -156,3 +156,41 @@ fn requests_the_data_cannot_serve_are_refused_in_words() {
     ])
     .code(0);
 }
+
+#[test]
+fn splits_too_small_for_the_requests_claims_are_named_before_training() {
+    let ws = Workspace::new();
+    ws.run(&[
+        "synth", "chest", "--out", "data", "--n", "120", "--size", "32", "--neatx", "0",
+    ])
+    .code(0);
+    let request = "Flag pneumothorax on chest X-rays with a sensitivity of at least 90%.";
+    let r = ws
+        .run(&["init", request, "--data", "data", "-o", "p.yaml"])
+        .code(0);
+    // 36 positives are the fewest on which 90% could be shown even with none missed.
+    for split in ["validation", "test"] {
+        let line = r
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("warning: the {split} split has ")))
+            .unwrap_or_else(|| panic!("no warning for {split}: {}", r.stderr));
+        assert!(
+            line.contains("images with pneumothorax: even a model that gets every one right could not show a sensitivity of at least 90%")
+                && line.contains("(that takes at least 36)"),
+            "{line}"
+        );
+    }
+    // A request that claims nothing about a proportion gets no such warning.
+    let r = ws
+        .run(&[
+            "init",
+            "Flag pneumothorax on chest X-rays.",
+            "--data",
+            "data",
+            "-o",
+            "q.yaml",
+        ])
+        .code(0);
+    assert!(!r.stderr.contains("warning: the"), "{}", r.stderr);
+}

@@ -233,6 +233,10 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         }
     }
     std::fs::rename(&tmp, &args.out)?;
+    // Splits too small for what the request claims are said to be, before anything trains.
+    for line in shortfalls(&spec, &audit) {
+        eprintln!("warning: {line}");
+    }
     eprintln!(
         "wrote {} ({} task on {} images; run `engine apply {}`)",
         args.out.display(),
@@ -241,6 +245,43 @@ pub fn init(args: &InitArgs) -> anyhow::Result<ExitCode> {
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The request's claims that the validation or test split is too small to support, from the
+/// audit's class counts (the positive class is the request's, by name or by the vocabulary's
+/// reading of the dataset's name, else the second of two).
+fn shortfalls(spec: &TaskSpec, audit: &Audit) -> Vec<String> {
+    if spec.task != TaskKind::BinaryClassification {
+        return Vec::new();
+    }
+    let named = spec.positive_class.as_deref().or(spec.target.as_deref());
+    let positive = audit
+        .classes
+        .iter()
+        .position(|c| {
+            named.is_some_and(|n| {
+                c.name == n || engine_core::task::label_of(&c.name).as_deref() == Some(n)
+            })
+        })
+        .or((audit.classes.len() == 2).then_some(1));
+    let Some(positive) = positive else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (split, words) in [("val", "validation"), ("test", "test")] {
+        let count = |c: &engine_data::audit::ClassCount| {
+            if split == "val" { c.val } else { c.test }
+        };
+        let pos = count(&audit.classes[positive]) as u64;
+        let all: u64 = audit.classes.iter().map(|c| count(c) as u64).sum();
+        out.extend(engine_core::task::requirements::shortfalls(
+            spec,
+            words,
+            pos,
+            all - pos,
+        ));
+    }
+    out
 }
 
 /// The detection template's values: the resolution from the image sizes, and a teacher and

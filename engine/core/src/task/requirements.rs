@@ -505,6 +505,17 @@ fn check(
         .then(|| trials_needed(m.estimate, value, side, 0.95))
         .flatten();
     let mut notes = Vec::new();
+    if m.proportion
+        && let Some(least) = cases_to_show(value, side)
+        && m.n < least
+    {
+        notes.push(format!(
+            "too few cases: even if all {} {} came out right, they could not show {}; that takes at least {least}",
+            m.n,
+            m.cases,
+            percent(value)
+        ));
+    }
     if !at.is_empty() {
         notes.push(at.trim_start_matches(", ").to_owned());
     }
@@ -540,6 +551,62 @@ fn check(
         needed,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
     }
+}
+
+/// The fewest cases on which a proportion could be shown to be on the claimed side of
+/// `target` at all: with every case right (all found for `>=`, none for `<=`), the exact
+/// interval clears the target from this many cases on.
+pub fn cases_to_show(target: f64, side: Side) -> Option<u64> {
+    let perfect = match side {
+        Side::AtLeast => 1.0,
+        Side::AtMost => 0.0,
+    };
+    trials_needed(perfect, target, side, 0.95)
+}
+
+/// The request's claims about proportions that a split is too small to support even with a
+/// perfect model: one sentence each, naming the number the split has and the number needed.
+/// `positives` and `negatives` are the split's images with and without the finding.
+pub fn shortfalls(spec: &TaskSpec, split: &str, positives: u64, negatives: u64) -> Vec<String> {
+    if spec.task != TaskKind::BinaryClassification {
+        return Vec::new();
+    }
+    let finding = spec
+        .positive_class
+        .as_deref()
+        .or(spec.target.as_deref())
+        .map_or_else(|| "the finding".to_owned(), words);
+    let mut claims: Vec<(Metric, f64)> = spec
+        .constraints
+        .iter()
+        .filter(|c| c.op == Comparison::AtLeast)
+        .map(|c| (c.metric, c.value))
+        .collect();
+    if let Some(o) = &spec.objective {
+        match (o.metric, o.at_specificity, o.at_sensitivity) {
+            (Metric::SensitivityAtSpecificity, Some(x), _) => claims.push((Metric::Specificity, x)),
+            (Metric::SpecificityAtSensitivity, _, Some(y)) => claims.push((Metric::Sensitivity, y)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (metric, value) in claims {
+        let (have, of) = match metric {
+            Metric::Sensitivity => (positives, format!("images with {finding}")),
+            Metric::Specificity => (negatives, format!("images without {finding}")),
+            _ => continue,
+        };
+        if let Some(least) = cases_to_show(value, Side::AtLeast)
+            && have < least
+        {
+            out.push(format!(
+                "the {split} split has {have} {of}: even a model that gets every one right could not show a {} of at least {} on them (that takes at least {least}); its verdict there will be undetermined",
+                metric_words(metric).to_lowercase(),
+                percent(value)
+            ));
+        }
+    }
+    out
 }
 
 /// The requirement in one plain sentence: "Sensitivity of at least 90%: NOT MET: 0.806 (95%
@@ -635,6 +702,7 @@ mod tests {
             "{}",
             sentence(&und)
         );
+        assert!(sentence(&und).contains("too few cases: even if all 9 images with pneumothorax came out right, they could not show 90%; that takes at least 36"), "{}", sentence(&und));
         // 11 of 12 (0.917): straddles, and needs more cases.
         let und = verdict(11, 12);
         assert_eq!(und.verdict, Verdict::Undetermined);
@@ -644,6 +712,24 @@ mod tests {
         assert_eq!((und.verdict, und.needed), (Verdict::Undetermined, None));
         assert!(sentence(&und).contains("more cases would not settle it"));
         assert_eq!(operating_rule(&s), OperatingRule::MinSensitivity(0.9));
+    }
+
+    #[test]
+    fn splits_too_small_for_a_claim_are_named() {
+        let s = spec(json!({"constraints": [{"metric": "sensitivity", "op": ">=", "value": 0.9}]}));
+        assert_eq!(cases_to_show(0.9, Side::AtLeast), Some(36));
+        let short = shortfalls(&s, "validation", 21, 75);
+        assert_eq!(short.len(), 1);
+        assert!(
+            short[0].starts_with("the validation split has 21 images with pneumothorax: even a model that gets every one right could not show a sensitivity of at least 90%"),
+            "{}",
+            short[0]
+        );
+        assert!(shortfalls(&s, "validation", 40, 75).is_empty());
+        let o = spec(
+            json!({"objective": {"metric": "sensitivity_at_specificity", "at_specificity": 0.8}}),
+        );
+        assert!(shortfalls(&o, "test", 5, 10)[0].contains("images without pneumothorax"));
     }
 
     #[test]
