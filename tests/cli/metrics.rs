@@ -83,6 +83,19 @@ fn binary_json_has_every_metric_with_an_interval() {
     for name in ["sensitivity", "specificity", "f1", "accuracy"] {
         near(&metrics[name]["value"], &want[name], 1e-12);
     }
+    // What calibrated probabilities would show by chance on these cases, beside the ECE.
+    let floor = &v["calibration"]["ece_if_calibrated"];
+    let (lo, hi) = (
+        floor["range"][0].as_f64().unwrap(),
+        floor["range"][1].as_f64().unwrap(),
+    );
+    assert!(lo < floor["mean"].as_f64().unwrap() && floor["mean"].as_f64().unwrap() < hi);
+    assert_eq!(
+        floor["consistent"],
+        metrics["ece"]["value"].as_f64().unwrap() <= hi,
+        "{floor}"
+    );
+    assert!(v["calibration"]["brier_prevalence"].is_number());
 }
 
 #[test]

@@ -190,10 +190,19 @@ fn evaluate_detector(
             &dets.display().to_string(),
             &format!("`{}` (validation detections)", p.model),
         );
+    let (reqs, head) = match &job.task {
+        Some(task) => verdicts(task, &report, "validation", None),
+        None => (Vec::new(), String::new()),
+    };
+    let text = head + &text;
     let mut json = to_json(report);
     if let Some(obj) = json.as_object_mut() {
         obj.insert("model".into(), p.model.clone().into());
         obj.insert("split".into(), "val".into());
+        obj.insert(
+            "requirements".into(),
+            serde_json::to_value(&reqs).map_err(|e| e.to_string())?,
+        );
         obj.remove("gt");
         obj.remove("dets");
     }

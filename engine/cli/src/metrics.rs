@@ -387,7 +387,10 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
             });
             header.insert(
                 "calibration".into(),
-                json!({"reliability": engine_core::metrics::calibration::reliability(&labels_u, &p.probs)}),
+                json!({
+                    "reliability": engine_core::metrics::calibration::reliability(&labels_u, &p.probs),
+                    "ece_if_calibrated": ece_floor(&p.probs, calibration[1].value, bootstrap.seed, &mut notes),
+                }),
             );
             let mut rows: Vec<(String, String, Estimate)> = MulticlassMetrics::names(&p.classes)
                 .into_iter()
@@ -498,6 +501,10 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
         paired,
     })
 }
+
+/// Fewer cases than this in a label × attribute subgroup are marked: quartiles of so few
+/// say little.
+const FEW: usize = 10;
 
 /// Binary predictions to evaluate, checked.
 #[derive(Debug)]
@@ -753,6 +760,7 @@ fn binary(
         json!({
             "brier_prevalence": brier_prevalence,
             "reliability": engine_core::metrics::calibration::reliability(&labels, &columns),
+            "ece_if_calibrated": ece_floor(&columns, calibration[1].value, bootstrap.seed, notes),
         }),
     );
     if let Some(a) = &p.attribute {
@@ -763,14 +771,19 @@ fn binary(
             .iter()
             .map(|g| {
                 notes.push(format!(
-                    "  label {} × {} {:<7}  n {:>6}  median {:.3}  IQR {:.3}-{:.3}",
+                    "  label {} × {} {:<7}  n {:>6}  median {:.3}  IQR {:.3}-{:.3}{}",
                     u8::from(g.positive),
                     a.name,
                     if g.attribute { "present" } else { "absent" },
                     g.n,
                     g.median,
                     g.q1,
-                    g.q3
+                    g.q3,
+                    if g.n < FEW {
+                        "  (few cases: read with care)"
+                    } else {
+                        ""
+                    }
                 ));
                 json!({
                     "label": u8::from(g.positive),
@@ -832,12 +845,19 @@ fn binary(
             .paired(&data_b, &options, &units, bootstrap)
             .map_err(|e| e.to_string())?;
         for (&name, t) in BinaryMetrics::NAMES.iter().zip(curve_tests) {
-            if matches!(
-                name,
-                "auc" | "sensitivity_at_specificity" | "specificity_at_sensitivity"
-            ) {
-                paired.push((name.to_owned(), name.replace('_', " "), t));
-            }
+            let label = match name {
+                "auc" => "auc".to_owned(),
+                "sensitivity_at_specificity" => format!(
+                    "sensitivity at {} specificity (ROC curve)",
+                    percent(options.at_specificity)
+                ),
+                "specificity_at_sensitivity" => format!(
+                    "specificity at {} sensitivity (ROC curve)",
+                    percent(options.at_sensitivity)
+                ),
+                _ => continue,
+            };
+            paired.push((name.to_owned(), label, t));
         }
         let columns_b = engine_core::metrics::calibration::binary_columns(&probs_b);
         let fixed = |probs: &[f64], cols: &[Vec<f64>], t: f64, w: &[u32]| {
@@ -942,6 +962,29 @@ fn binary(
     }
     Ok(rows)
 }
+
+/// The expected calibration error that perfectly calibrated probabilities would show on
+/// these cases by chance alone (consistency resampling), with a note saying whether the
+/// observed `ece` lies inside that range: on a hundred cases, about 0.07 is noise.
+fn ece_floor(probs: &[Vec<f64>], ece: f64, seed: u64, notes: &mut Vec<String>) -> Value {
+    let Some((mean, lo, hi)) =
+        engine_core::metrics::calibration::ece_if_calibrated(probs, ECE_FLOOR_DRAWS, seed)
+    else {
+        return Value::Null;
+    };
+    let verdict = if ece <= hi {
+        "within it: these probabilities are consistent with being calibrated"
+    } else {
+        "above it: miscalibrated beyond what chance on these cases explains"
+    };
+    notes.push(format!(
+        "expected calibration error {ece:.4}; perfectly calibrated probabilities would show {mean:.4} on these cases by chance alone (95% range {lo:.4} to {hi:.4}): {verdict}"
+    ));
+    json!({"mean": mean, "range": [lo, hi], "consistent": ece <= hi})
+}
+
+/// Label draws behind [`ece_floor`].
+const ECE_FLOOR_DRAWS: usize = 500;
 
 /// For each case of `a` (in order), its index in `b`; an error when the two files do not
 /// hold the same cases.

@@ -548,6 +548,18 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
                 .map(|b| format!(" (prevalence alone: Brier {b:.4})"))
                 .unwrap_or_default()
         ));
+        let floor = &json["calibration"]["ece_if_calibrated"];
+        if let (Some(mean), Some(hi)) = (floor["mean"].as_f64(), floor["range"][1].as_f64()) {
+            text.push_str(&format!(
+                "on {} cases, perfectly calibrated probabilities would show an ECE of about {mean:.3} by chance alone (up to {hi:.3}); this one is {}\n",
+                json["n"],
+                if floor["consistent"] == true {
+                    "within that range"
+                } else {
+                    "beyond it"
+                }
+            ));
+        }
     }
     let mut heading = format!(
         "test split opened {opened_at} for {}",

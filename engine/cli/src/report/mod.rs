@@ -504,8 +504,25 @@ fn mark(p: Option<f64>) -> String {
 }
 
 /// A metric key as a reader says it.
-fn metric_label(key: &str) -> String {
+/// A metric's name for readers; an operating point with its value (`ops` is the
+/// evaluation's `operating_points`), never "sens. at spec.".
+fn metric_label(key: &str, ops: &Value) -> String {
     let (base, class) = key.split_once('/').unwrap_or((key, ""));
+    let pct = |k: &str| {
+        ops[k].as_f64().map_or_else(
+            || "the set".to_owned(),
+            engine_core::metrics::binary::percent,
+        )
+    };
+    match base {
+        "sensitivity_at_specificity" => {
+            return format!("sensitivity at {} specificity", pct("at_specificity"));
+        }
+        "specificity_at_sensitivity" => {
+            return format!("specificity at {} sensitivity", pct("at_sensitivity"));
+        }
+        _ => {}
+    }
     if base == "confound" {
         return match class {
             "fp_share_with_attribute" => "false positives with attribute (share)",
@@ -521,8 +538,8 @@ fn metric_label(key: &str) -> String {
         "macro_auc" => "macro AUC",
         "f1" => "F1",
         "macro_f1" => "macro F1",
-        "sensitivity_at_specificity" => "sens. at spec.",
-        "specificity_at_sensitivity" => "spec. at sens.",
+        "brier" => "Brier score",
+        "ece" => "expected calibration error",
         "balanced_accuracy" => "balanced accuracy",
         other => other,
     };
@@ -643,6 +660,18 @@ fn figure(id: &str, svg: String, caption: &str) -> String {
 }
 
 impl Context {
+    /// A metric's name for readers, with the operating points of the evaluation shown.
+    fn metric_label(&self, key: &str) -> String {
+        let ops = self
+            .test
+            .as_ref()
+            .map(|t| &t.metrics["operating_points"])
+            .or_else(|| self.validation.first().map(|(_, v)| &v["operating_points"]))
+            .cloned()
+            .unwrap_or(Value::Null);
+        metric_label(key, &ops)
+    }
+
     fn model_label(&self) -> String {
         short(
             self.test
@@ -801,7 +830,7 @@ impl Context {
                     h,
                     "<p>Against {}: {} {} against {}, a difference of {:+.3} (95% CI {}; paired bootstrap p = {}).</p>",
                     esc(&self.baseline_label()),
-                    esc(&metric_label(&key)),
+                    esc(&self.metric_label(&key)),
                     f4(&p["model"]),
                     f4(&p["baseline"]),
                     p["difference"].as_f64().unwrap_or(f64::NAN),
@@ -852,6 +881,22 @@ impl Context {
                 f4(&metrics["metrics"]["ece"]["value"]),
                 ci_text(&metrics["metrics"]["ece"]["ci"])
             );
+            let floor = &metrics["calibration"]["ece_if_calibrated"];
+            if let (Some(mean), Some(lo), Some(hi)) = (
+                floor["mean"].as_f64(),
+                floor["range"][0].as_f64(),
+                floor["range"][1].as_f64(),
+            ) {
+                let _ = write!(
+                    line,
+                    ", where perfectly calibrated probabilities would show {mean:.3} on these {n} images by chance alone (95% range {lo:.3} to {hi:.3}), so this is {}",
+                    if floor["consistent"] == true {
+                        "consistent with calibrated probabilities"
+                    } else {
+                        "miscalibration beyond what chance explains"
+                    }
+                );
+            }
             let raw = &metrics["calibration"]["uncalibrated"];
             if raw.is_object() {
                 let _ = write!(
@@ -996,7 +1041,7 @@ impl Context {
                 },
                 at = esc(t.record["at"].as_str().unwrap_or("?")),
                 model = esc(&self.model_label()),
-                metric = esc(&metric_label(&key)),
+                metric = esc(&self.metric_label(&key)),
                 v = f4(&mm["value"]),
                 lo = f4(&mm["ci"][0]),
                 hi = f4(&mm["ci"][1]),
@@ -1162,7 +1207,7 @@ impl Context {
                     });
                 }
                 BarGroup {
-                    name: metric_label(k),
+                    name: self.metric_label(k),
                     bars,
                     mark: paired.get(k).map(|p| mark(p["p_value"].as_f64())),
                 }
@@ -1196,7 +1241,7 @@ impl Context {
             let _ = write!(
                 h,
                 r#"<tr><td>{}</td><td class="n">{}</td><td class="n">{}</td>"#,
-                esc(&metric_label(k)),
+                esc(&self.metric_label(k)),
                 f4(&m["value"]),
                 ci_text(&m["ci"])
             );
@@ -1408,7 +1453,7 @@ impl Context {
             acc = self.accepted.map_or(String::new(), |a| format!(
                 " (accepted by the clinician: round {a})"
             )),
-            metric = esc(&metric_label(&metric)),
+            metric = esc(&self.metric_label(&metric)),
         );
         let points: Vec<RoundPoint> = self
             .rounds
@@ -1422,13 +1467,13 @@ impl Context {
             .collect();
         h.push_str(&figure(
             "fig-rounds",
-            svg::rounds("Validation objective over rounds", &metric_label(&metric), &points),
+            svg::rounds("Validation objective over rounds", &self.metric_label(&metric), &points),
             "Every round's validation objective; filled points were kept, and the line is the best so far. Crosses on the bottom edge are rounds that failed, timed out or were refused before running.",
         ));
         let _ = write!(
             h,
             "<table><tr><th>round</th><th>state</th><th>change</th><th>{}</th><th>verdict</th><th>secs</th></tr>",
-            esc(&metric_label(&metric))
+            esc(&self.metric_label(&metric))
         );
         for r in &self.rounds {
             let class = if r.kept {
@@ -1487,7 +1532,7 @@ impl Context {
             .map(|(k, _)| k.clone())
             .collect();
         for k in keys {
-            let _ = write!(h, "<tr><td>{}</td>", esc(&metric_label(&k)));
+            let _ = write!(h, "<tr><td>{}</td>", esc(&self.metric_label(&k)));
             for (_, v) in &self.validation {
                 let m = &v["metrics"][&k];
                 let _ = write!(

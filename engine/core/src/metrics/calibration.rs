@@ -27,6 +27,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::bootstrap::quantile;
+use super::rng::Xoshiro256;
+
 /// The floor of a probability before its logarithm is taken.
 const FLOOR: f64 = 1e-7;
 
@@ -354,6 +357,43 @@ pub fn ece(labels: &[u32], probs: &[Vec<f64>], w: &[u32]) -> f64 {
         .sum()
 }
 
+/// What the expected calibration error of perfectly calibrated probabilities would be on
+/// these cases, by chance alone: Bröcker and Smith's consistency resampling (2007). Each of
+/// `draws` times, every case's label is drawn from its own predicted distribution (so the
+/// probabilities are right by construction) and the ECE computed; the mean and the 2.5% and
+/// 97.5% quantiles are returned. On a hundred cases this floor is near 0.07: an observed ECE
+/// inside the range is what calibrated probabilities look like on so few cases.
+pub fn ece_if_calibrated(probs: &[Vec<f64>], draws: usize, seed: u64) -> Option<(f64, f64, f64)> {
+    let k = probs.len();
+    let n = probs.first().map_or(0, Vec::len);
+    if k < 2 || n == 0 || draws == 0 {
+        return None;
+    }
+    let ones = vec![1u32; n];
+    let mut labels = vec![0u32; n];
+    let mut values: Vec<f64> = (0..draws)
+        .map(|d| {
+            let mut rng = Xoshiro256::stream(seed, d as u64);
+            for (i, label) in labels.iter_mut().enumerate() {
+                let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                let mut acc = 0.0;
+                *label = (k - 1) as u32;
+                for (c, column) in probs.iter().enumerate() {
+                    acc += column[i];
+                    if u < acc {
+                        *label = c as u32;
+                        break;
+                    }
+                }
+            }
+            ece(&labels, probs, &ones)
+        })
+        .collect();
+    values.sort_by(f64::total_cmp);
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    Some((mean, quantile(&values, 0.025), quantile(&values, 0.975)))
+}
+
 /// One bin of a reliability diagram.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReliabilityBin {
@@ -403,7 +443,6 @@ pub fn reliability(labels: &[u32], probs: &[Vec<f64>]) -> Vec<ReliabilityBin> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::rng::Xoshiro256;
 
     fn uniform(r: &mut Xoshiro256) -> f64 {
         (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64
@@ -509,6 +548,30 @@ mod tests {
         );
         let ones = vec![1; n];
         assert!(ece(&labels, &c.apply(&probs), &ones) < ece(&labels, &probs, &ones));
+    }
+
+    #[test]
+    fn the_ece_of_calibrated_probabilities_on_few_cases_is_not_zero() {
+        // A hundred cases whose probabilities are right by construction: their ECE is
+        // noise, and the floor says how much; on ten thousand it nearly vanishes.
+        let (y, p) = cases(100, 4, |s| s);
+        let (mean, lo, hi) = ece_if_calibrated(&binary_columns(&p), 500, 1).unwrap();
+        assert!(mean > 0.04 && mean < 0.12, "{mean}");
+        assert!(lo < mean && mean < hi);
+        let labels: Vec<u32> = y.iter().map(|&b| u32::from(b)).collect();
+        let observed = ece(&labels, &binary_columns(&p), &vec![1; 100]);
+        assert!(
+            observed > lo && observed < hi,
+            "{observed} outside {lo}..{hi}"
+        );
+        let p = cases(10_000, 5, |s| s).1;
+        let (big, _, _) = ece_if_calibrated(&binary_columns(&p), 50, 1).unwrap();
+        assert!(big < 0.02, "{big}");
+        // A model far off is far outside the floor.
+        let (y, p) = cases(100, 6, |s| s + 2.0);
+        let labels: Vec<u32> = y.iter().map(|&b| u32::from(b)).collect();
+        let (_, _, hi) = ece_if_calibrated(&binary_columns(&p), 500, 1).unwrap();
+        assert!(ece(&labels, &binary_columns(&p), &vec![1; 100]) > hi);
     }
 
     #[test]
