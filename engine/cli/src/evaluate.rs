@@ -1,14 +1,13 @@
 //! The `evaluate` stage: `engine metrics` on a `classifier.train` stage's validation
-//! predictions, with the confound analysis and the paired comparison with a baseline stage,
-//! written as `metrics.json` and `summary.md`.
+//! predictions at the threshold the request's rule picks there, with the confound analysis
+//! and the paired comparison with a baseline stage, headed by the request's requirements
+//! and their verdicts, written as `metrics.json` and `summary.md`.
 
 use std::path::{Path, PathBuf};
 
 use engine_core::job::StageJob;
 use engine_core::manifest::StageParams;
-use engine_core::metrics::{BinaryOptions, Bootstrap};
-
-use engine_core::metrics::OperatingRule;
+use engine_core::metrics::{BinaryOptions, Bootstrap, OperatingRule};
 use engine_core::task::requirements::operating_rule;
 
 use crate::metrics::{BinaryInput, Cut, Input, evaluate, table, to_json, verdicts};

@@ -2,8 +2,11 @@
 //! test split. It checks the models have run, records the opening in
 //! `.engine/test-seal.jsonl` (which models, by the hash of their weights, when, and why a
 //! reopening happened), refuses to open the split for other models unless `--reopen` gives
-//! a reason, has the libtorch worker predict the test images, and reports every metric with
-//! its 95% CI and the paired tests against a baseline under `.engine/test/<id>/`.
+//! a reason, has the libtorch worker predict the test images, and reports under
+//! `.engine/test/<id>/`: first the request's requirements with their verdicts, then every
+//! metric with its 95% CI at each model's threshold, fixed on its validation predictions
+//! before the split was opened, and the paired tests against the baseline and the plain
+//! control.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -13,24 +16,22 @@ use engine_core::diag::did_you_mean;
 use engine_core::fingerprint::FingerprintDb;
 use engine_core::load::LoadedManifest;
 use engine_core::manifest::StageParams;
-use engine_core::metrics::{BinaryOptions, Bootstrap};
+use engine_core::metrics::predictions::read_binary;
+use engine_core::metrics::{BinaryData, BinaryOptions, Bootstrap, OperatingRule};
 use engine_core::plan::{Plan, make_plan};
 use engine_core::store::Store;
+use engine_core::task::requirements::operating_rule;
 use serde_json::{Value, json};
 
 use crate::cli::TestArgs;
 use crate::commands::{load_or_report, report_invalid};
-use engine_core::metrics::predictions::read_binary;
-use engine_core::metrics::{BinaryData, OperatingRule};
-use engine_core::task::requirements::operating_rule;
-
 use crate::metrics::{BinaryInput, Cut, Input, Locked, evaluate, table, to_json, verdicts};
+use crate::{EXIT_FAILED, EXIT_USAGE};
 
 /// The `comparison` object of a report's JSON (the paired tests and relative reductions).
 fn to_json_comparison(report: &crate::metrics::Report) -> Value {
     to_json(report.clone())["comparison"].clone()
 }
-use crate::{EXIT_FAILED, EXIT_USAGE};
 
 /// A model under test.
 struct Tested {

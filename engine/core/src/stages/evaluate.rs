@@ -10,11 +10,15 @@ pub const OUTPUTS: &[&str] = &["metrics.json", "summary.md"];
 /// Parameters of an `evaluate` stage.
 ///
 /// Evaluates a `classifier.train` stage's validation predictions: every metric of
-/// `engine metrics` with its 95% bootstrap interval (resampled by patient), the confound
-/// analysis for an attribute, and, against a baseline stage, paired bootstrap tests (and
-/// DeLong's test for the AUC) on the same validation images. It writes `metrics.json` (the
-/// JSON of `engine metrics`, with `comparison` when a baseline is named) and `summary.md`.
-/// The sealed test split is never read here: only `engine test` opens it.
+/// `engine metrics` with its 95% interval (exact for proportions, bootstrap resampled by
+/// patient otherwise) at the decision threshold the manifest's `task` implies, chosen here
+/// on validation (a sensitivity or specificity floor, an operating point, else Youden's);
+/// the calibration; the confound analysis for an attribute; against a baseline stage,
+/// paired bootstrap tests (and DeLong's test for the AUC) on the same validation images;
+/// and each requirement of the `task` with its verdict (met, not met, undetermined). It
+/// writes `metrics.json` (the JSON of `engine metrics` with `requirements`, and
+/// `comparison` when a baseline is named) and `summary.md`. The sealed test split is never
+/// read here: only `engine test` opens it.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateParams {
