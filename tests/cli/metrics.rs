@@ -350,6 +350,20 @@ fn confound_analysis_for_an_attribute() {
             && text.contains("label 1 × drain present"),
         "{text}"
     );
+    // The subgroups follow their heading directly, whatever other notes there are.
+    let lines: Vec<&str> = text.lines().collect();
+    let heading = lines
+        .iter()
+        .position(|l| l.starts_with("predicted probability by label × drain"))
+        .unwrap();
+    assert!(
+        lines[heading + 1..heading + 5]
+            .iter()
+            .all(|l| l.starts_with("  label ")),
+        "{text}"
+    );
+    // Subgroups this small are marked.
+    assert!(text.contains("(few cases: read with care)"), "{text}");
 }
 
 #[test]

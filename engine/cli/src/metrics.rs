@@ -766,6 +766,7 @@ fn binary(
     if let Some(a) = &p.attribute {
         // The confound figures at the same threshold, held fixed across resamples.
         let cd = ConfoundData::new(&p.positive, &p.probs, &a.values, &a.present, threshold);
+        let first_line = notes.len();
         let groups: Vec<Value> = cd
             .subgroups()
             .iter()
@@ -796,7 +797,7 @@ fn binary(
             })
             .collect();
         notes.insert(
-            0,
+            first_line,
             format!(
                 "predicted probability by label × {} (threshold {threshold:.4}):",
                 a.name
