@@ -868,7 +868,12 @@ impl Context {
         let brier = &metrics["metrics"]["brier"];
         if brier.is_object() {
             let mut line = format!(
-                "Probabilities are calibrated on validation and applied unchanged: Brier score {} (95% CI {})",
+                "{}: Brier score {} (95% CI {})",
+                if self.test.is_some() {
+                    "Probabilities are calibrated on validation and applied unchanged"
+                } else {
+                    "Probabilities are calibrated on these validation cases, so their calibration here is measured in-sample"
+                },
                 f4(&brier["value"]),
                 ci_text(&brier["ci"])
             );

@@ -531,7 +531,7 @@ fn check(
             )),
             Some(_) => {}
             None => notes.push(format!(
-                "the observed {:.3} is itself on the wrong side of {}; more cases would not settle it",
+                "the observed {:.3} does not lie beyond {}, so more cases would not settle it",
                 m.estimate,
                 percent(value)
             )),
