@@ -409,18 +409,10 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
                     (name.clone(), name, e)
                 })
                 .collect();
-            rows.push((
-                "brier".into(),
+            rows.extend(calibration_rows(
+                &calibration,
                 "Brier score (sum over classes)".into(),
-                calibration[0].clone(),
-            ));
-            rows.push((
-                "ece".into(),
-                format!(
-                    "expected calibration error (top class, {} bins)",
-                    engine_core::metrics::calibration::ECE_BINS
-                ),
-                calibration[1].clone(),
+                "top class, ",
             ));
             rows
         }
@@ -742,18 +734,10 @@ fn binary(
     ));
     let prevalence = n_pos as f64 / n as f64;
     let brier_prevalence = prevalence * (1.0 - prevalence);
-    rows.push((
-        "brier".into(),
+    rows.extend(calibration_rows(
+        &calibration,
         format!("Brier score (prevalence alone {brier_prevalence:.4})"),
-        calibration[0].clone(),
-    ));
-    rows.push((
-        "ece".into(),
-        format!(
-            "expected calibration error ({} bins)",
-            engine_core::metrics::calibration::ECE_BINS
-        ),
-        calibration[1].clone(),
+        "",
     ));
     header.insert(
         "calibration".into(),
@@ -962,6 +946,25 @@ fn binary(
         header.insert("comparison".into(), Value::Object(comparison));
     }
     Ok(rows)
+}
+
+/// The table's Brier score and expected calibration error rows from their estimates.
+fn calibration_rows(
+    calibration: &[Estimate],
+    brier_label: String,
+    ece_of: &str,
+) -> [(String, String, Estimate); 2] {
+    [
+        ("brier".into(), brier_label, calibration[0].clone()),
+        (
+            "ece".into(),
+            format!(
+                "expected calibration error ({ece_of}{} bins)",
+                engine_core::metrics::calibration::ECE_BINS
+            ),
+            calibration[1].clone(),
+        ),
+    ]
 }
 
 /// The expected calibration error that perfectly calibrated probabilities would show on

@@ -319,12 +319,30 @@ pub fn brier(labels: &[u32], probs: &[Vec<f64>], w: &[u32]) -> f64 {
     }
 }
 
+/// What the calibration figures read of case `i` (labelled `label`): for two classes the
+/// positive-class probability and whether the case is positive, for more the top class's
+/// probability and whether it is right; and the probability's bin.
+fn binned(probs: &[Vec<f64>], label: u32, i: usize) -> (f64, bool, usize) {
+    let (score, correct) = if probs.len() == 2 {
+        (probs[1][i], label == 1)
+    } else {
+        let top = (0..probs.len())
+            .max_by(|&a, &b| probs[a][i].total_cmp(&probs[b][i]))
+            .unwrap_or(0);
+        (probs[top][i], top == label as usize)
+    };
+    (
+        score,
+        correct,
+        ((score * ECE_BINS as f64) as usize).min(ECE_BINS - 1),
+    )
+}
+
 /// The expected calibration error under per-case weights, over [`ECE_BINS`] equal-width
 /// bins: for two classes, of the positive-class probability against the observed rate of
 /// positives; for more, of the top class's probability against how often the top class is
 /// right (Guo et al., 2017). NaN when no case has weight.
 pub fn ece(labels: &[u32], probs: &[Vec<f64>], w: &[u32]) -> f64 {
-    let k = probs.len();
     let mut conf = [0.0f64; ECE_BINS];
     let mut hit = [0.0f64; ECE_BINS];
     let mut count = [0.0f64; ECE_BINS];
@@ -333,15 +351,7 @@ pub fn ece(labels: &[u32], probs: &[Vec<f64>], w: &[u32]) -> f64 {
         if wi == 0 {
             continue;
         }
-        let (score, correct) = if k == 2 {
-            (probs[1][i], l == 1)
-        } else {
-            let top = (0..k)
-                .max_by(|&a, &b| probs[a][i].total_cmp(&probs[b][i]))
-                .unwrap_or(0);
-            (probs[top][i], top == l as usize)
-        };
-        let bin = ((score * ECE_BINS as f64) as usize).min(ECE_BINS - 1);
+        let (score, correct, bin) = binned(probs, l, i);
         let wf = f64::from(wi);
         conf[bin] += wf * score;
         hit[bin] += wf * f64::from(u8::from(correct));
@@ -411,18 +421,9 @@ pub struct ReliabilityBin {
 
 /// The reliability diagram's bins (those with cases), as [`ece`] bins them.
 pub fn reliability(labels: &[u32], probs: &[Vec<f64>]) -> Vec<ReliabilityBin> {
-    let k = probs.len();
     let mut bins: Vec<(f64, f64, usize)> = vec![(0.0, 0.0, 0); ECE_BINS];
     for (i, &l) in labels.iter().enumerate() {
-        let (score, correct) = if k == 2 {
-            (probs[1][i], l == 1)
-        } else {
-            let top = (0..k)
-                .max_by(|&a, &b| probs[a][i].total_cmp(&probs[b][i]))
-                .unwrap_or(0);
-            (probs[top][i], top == l as usize)
-        };
-        let b = ((score * ECE_BINS as f64) as usize).min(ECE_BINS - 1);
+        let (score, correct, b) = binned(probs, l, i);
         bins[b].0 += score;
         bins[b].1 += f64::from(u8::from(correct));
         bins[b].2 += 1;
