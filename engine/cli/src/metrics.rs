@@ -353,16 +353,7 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
                     .collect::<Map<_, _>>()
                     .into(),
             );
-            header.insert(
-                "intervals".into(),
-                json!({
-                    "proportions": match unit {
-                        "patient" => "exact (Clopper-Pearson), widened to the patient bootstrap's where that is wider",
-                        _ => "exact (Clopper-Pearson)",
-                    },
-                    "other": "percentile bootstrap",
-                }),
-            );
+            header.insert("intervals".into(), intervals(unit));
             let exact = |name: &str| -> Option<Proportion> {
                 let (what, class) = name.split_once('/')?;
                 let c = p.classes.iter().position(|x| x == class)?;
@@ -395,17 +386,11 @@ pub(crate) fn evaluate(input: Input, bootstrap: &Bootstrap) -> Result<Report, St
             let mut rows: Vec<(String, String, Estimate)> = MulticlassMetrics::names(&p.classes)
                 .into_iter()
                 .zip(estimates)
-                .map(|(name, mut e)| {
-                    if let Some(x) = exact(&name) {
-                        e.value = x.value;
-                        e.ci = match (x.ci, e.ci) {
-                            (Some((lo, hi)), Some((blo, bhi))) if unit == "patient" => {
-                                Some((lo.min(blo), hi.max(bhi)))
-                            }
-                            (c, _) => c,
-                        };
-                        e.resamples = bootstrap.resamples;
-                    }
+                .map(|(name, e)| {
+                    let e = match exact(&name) {
+                        Some(x) => exact_estimate(x, e, unit, bootstrap.resamples),
+                        None => e,
+                    };
                     (name.clone(), name, e)
                 })
                 .collect();
@@ -639,16 +624,7 @@ fn binary(
         },
         rule_words.map(|r| format!(": {r}")).unwrap_or_default()
     ));
-    header.insert(
-        "intervals".into(),
-        json!({
-            "proportions": match unit {
-                "patient" => "exact (Clopper-Pearson), widened to the patient bootstrap's where that is wider",
-                _ => "exact (Clopper-Pearson)",
-            },
-            "other": "percentile bootstrap",
-        }),
-    );
+    header.insert("intervals".into(), intervals(unit));
     if let Some(a) = &p.attribute {
         let present = a.present.iter().filter(|&&x| x).count();
         let prevalence = present as f64 / n as f64;
@@ -688,20 +664,15 @@ fn binary(
     let mut rows: Vec<(String, String, Estimate)> =
         vec![("auc".into(), "auc".into(), curve[0].clone())];
     for (j, name) in Confusion::RATES.iter().enumerate() {
-        let mut e = at[j].clone();
-        if let Some(&(k, m)) = counts.get(j) {
-            // Exact where it is a proportion; where patients repeat, the wider of that and the
-            // patient bootstrap, so that neither small numbers nor clustering is hidden.
-            let exact = Proportion::new(k, m, level);
-            e.value = exact.value;
-            e.ci = match (exact.ci, e.ci) {
-                (Some((lo, hi)), Some((blo, bhi))) if unit == "patient" => {
-                    Some((lo.min(blo), hi.max(bhi)))
-                }
-                (c, _) => c,
-            };
-            e.resamples = bootstrap.resamples;
-        }
+        let e = match counts.get(j) {
+            Some(&(k, m)) => exact_estimate(
+                Proportion::new(k, m, level),
+                at[j].clone(),
+                unit,
+                bootstrap.resamples,
+            ),
+            None => at[j].clone(),
+        };
         rows.push(((*name).to_owned(), (*name).to_owned(), e));
     }
     rows.push((
@@ -946,6 +917,33 @@ fn binary(
         header.insert("comparison".into(), Value::Object(comparison));
     }
     Ok(rows)
+}
+
+/// How the intervals were computed, for the JSON.
+fn intervals(unit: &str) -> Value {
+    json!({
+        "proportions": match unit {
+            "patient" => "exact (Clopper-Pearson), widened to the patient bootstrap's where that is wider",
+            _ => "exact (Clopper-Pearson)",
+        },
+        "other": "percentile bootstrap",
+    })
+}
+
+/// A proportion's estimate: its exact value and interval; where patients repeat, the wider
+/// of that interval and the patient bootstrap's, so that neither small numbers nor
+/// clustering is hidden.
+fn exact_estimate(exact: Proportion, boot: Estimate, unit: &str, resamples: usize) -> Estimate {
+    Estimate {
+        value: exact.value,
+        ci: match (exact.ci, boot.ci) {
+            (Some((lo, hi)), Some((blo, bhi))) if unit == "patient" => {
+                Some((lo.min(blo), hi.max(bhi)))
+            }
+            (c, _) => c,
+        },
+        resamples,
+    }
 }
 
 /// The table's Brier score and expected calibration error rows from their estimates.
@@ -1381,4 +1379,28 @@ pub(crate) fn comparison_table(report: &Report, bootstrap: &Bootstrap) -> String
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proportions_interval_is_exact_and_widened_by_the_patient_bootstrap() {
+        let exact = Proportion::new(9, 10, 0.95);
+        let (lo, hi) = exact.ci.unwrap();
+        let boot = |ci| Estimate {
+            value: 0.9,
+            ci: Some(ci),
+            resamples: 50,
+        };
+        // By case: the exact interval alone, whatever the bootstrap said.
+        let e = exact_estimate(exact, boot((0.5, 0.99)), "case", 100);
+        assert_eq!((e.value, e.ci, e.resamples), (0.9, Some((lo, hi)), 100));
+        // By patient: the wider of the two on each side.
+        let e = exact_estimate(exact, boot((0.5, 0.95)), "patient", 100);
+        assert_eq!(e.ci, Some((0.5, hi)));
+        let e = exact_estimate(exact, boot((0.8, 0.9)), "patient", 100);
+        assert_eq!(e.ci, Some((lo, hi)));
+    }
 }
