@@ -50,9 +50,11 @@ pub struct Manifest {
     #[schemars(extend("propertyNames" = {"pattern": ID_PATTERN, "maxLength": 64}, "minProperties" = 1))]
     pub stages: BTreeMap<String, Stage>,
     /// What `engine develop` may change in this file, and what counts as better. Without
-    /// it, a round may change the parameters of training and evaluation stages and insert
-    /// catalogue stages. Never, whatever the policy says: change the policy, the datasets,
-    /// the task or the request, or add, edit or remove a `command` stage.
+    /// it, a round may change the parameters of training and pseudo-labelling stages and
+    /// insert catalogue stages. Never, whatever the policy says: change the policy, the
+    /// datasets, the task or the request; add, edit or remove a `command` stage; or touch
+    /// what scores a round (the `evaluate` stages, the stages they name as `baseline`, the
+    /// scored model's dataset, a `model.predict` on a scored dataset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<Policy>,
 }

@@ -23,12 +23,12 @@ const SEALED: &[(&str, &str)] = &[
     ("version", "the format version is not a tuning knob"),
 ];
 
-/// Stage kinds whose parameters a round may change when the policy names no paths.
+/// Stage kinds whose parameters a round may change when the policy names no paths (an
+/// evaluation never: it is the judge, see `check_judge`).
 const TUNABLE: &[StageKind] = &[
     StageKind::ClassifierTrain,
     StageKind::DetectorTrain,
     StageKind::PseudoLabel,
-    StageKind::Evaluate,
 ];
 
 /// Every pointer at which `new` differs from `old`: members set, added or removed (the
@@ -82,6 +82,83 @@ fn insertable(policy: &Policy, kind: &str) -> bool {
     }
 }
 
+/// The judge of a manifest: its `evaluate` stages (what scores a round, and the comparisons
+/// the verdicts rest on) and the stages they name as `baseline` (the references, such as
+/// the plain control). No round may add, change or remove any of them.
+fn judges(manifest: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for (id, stage) in manifest["stages"].as_object().into_iter().flatten() {
+        if stage["uses"] == StageKind::Evaluate.as_str() {
+            out.push(id.clone());
+            if let Some(b) = stage["with"]["baseline"].as_str() {
+                out.push(b.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// The datasets the stages an evaluation scores train on.
+fn scored_datasets(manifest: &Value) -> Vec<String> {
+    let stages = &manifest["stages"];
+    stages
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, s)| s["uses"] == StageKind::Evaluate.as_str())
+        .filter_map(|(_, s)| s["with"]["model"].as_str())
+        .filter_map(|m| stages[m]["with"]["dataset"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Checks that what scores a round stays out of the round's reach, whatever the policy:
+/// no evaluation or reference changes, no scored model changes the dataset it is scored
+/// on, and no inserted `model.predict` reads a scored dataset (it would predict every
+/// image of it, test images included, outside `engine test`).
+fn check_judge(old: &Value, new: &Value, pointer: &str, toks: &[String]) -> Result<(), String> {
+    if toks.first().map(String::as_str) != Some("stages") {
+        return Ok(());
+    }
+    let Some(id) = toks.get(1) else {
+        return Ok(());
+    };
+    let (before, after) = (judges(old), judges(new));
+    if before.contains(id) || after.contains(id) {
+        return Err(format!(
+            "`{pointer}`: what scores a round is out of its reach: the evaluation stages and the references they compare with (`{id}`) may not be added, changed or removed"
+        ));
+    }
+    let scored = |m: &Value| {
+        m["stages"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, s)| s["uses"] == StageKind::Evaluate.as_str())
+            .any(|(_, s)| s["with"]["model"].as_str() == Some(id.as_str()))
+    };
+    if toks.get(2).map(String::as_str) == Some("with")
+        && toks.get(3).map(String::as_str) == Some("dataset")
+        && (scored(old) || scored(new))
+    {
+        return Err(format!(
+            "`{pointer}`: the model an evaluation scores keeps the dataset it is scored on"
+        ));
+    }
+    let inserted = old["stages"].get(id.as_str()).is_none();
+    let stage = &new["stages"][id.as_str()];
+    if inserted
+        && stage["uses"] == StageKind::ModelPredict.as_str()
+        && stage["with"]["dataset"]
+            .as_str()
+            .is_some_and(|d| scored_datasets(old).iter().any(|x| x == d))
+    {
+        return Err(format!(
+            "`{pointer}`: a round may not insert a `model.predict` stage on a scored dataset: it would predict every image, test images included"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks that going from `old` to `new` stays within `policy`; the error says which
 /// change is refused and why.
 pub fn check(policy: &Policy, old: &Value, new: &Value) -> Result<(), String> {
@@ -108,6 +185,10 @@ pub fn check(policy: &Policy, old: &Value, new: &Value) -> Result<(), String> {
                 return Err(format!(
                     "`{p}`: the agent may never add, edit or remove a `command` stage"
                 ));
+            }
+            // A kind change has its own, plainer refusal below.
+            if toks.get(2).map(String::as_str) != Some("uses") {
+                check_judge(old, new, p, &toks)?;
             }
             if toks.len() == 2 {
                 let had = old["stages"].get(id.as_str()).is_some();
@@ -200,13 +281,13 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(
-            verdict(
-                &p,
-                json!([{"op": "add", "path": "/stages/evaluate/with/bootstrap", "value": 500}])
-            )
-            .is_ok()
-        );
+        // The evaluation is the judge: not even its bootstrap is a round's to change.
+        let e = verdict(
+            &p,
+            json!([{"op": "add", "path": "/stages/evaluate/with/bootstrap", "value": 500}]),
+        )
+        .unwrap_err();
+        assert!(e.contains("out of its reach"), "{e}");
         let e = verdict(
             &p,
             json!([{"op": "add", "path": "/stages/labels/with/threshold", "value": "fixed"}]),
@@ -216,6 +297,61 @@ mod tests {
         let e = verdict(&p, json!([{"op": "replace", "path": "/seed", "value": 8}])).unwrap_err();
         assert!(e.contains("`/seed` may not change"), "{e}");
         assert!(verdict(&p, json!([{"op": "add", "path": "/stages/teacher", "value": {"uses": "classifier.train", "with": {"dataset": "images"}}}])).is_ok());
+    }
+
+    #[test]
+    fn what_scores_a_round_is_out_of_its_reach_whatever_the_policy() {
+        // A manifest with a plain control the evaluation compares with.
+        let mut old = manifest();
+        old["stages"]["evaluate"]["with"]["confound"] = json!("drain");
+        old["stages"]["control"] =
+            json!({"uses": "classifier.train", "with": {"dataset": "images", "lr": 0.001}});
+        old["stages"]["against_control"] = json!({"uses": "evaluate",
+            "with": {"model": "train", "baseline": "control", "confound": "drain"}});
+        let everything = Policy {
+            allow: Some(vec!["/**".into()]),
+            ..Policy::default()
+        };
+        let refused = |patch: Value| {
+            let patch: Patch = serde_json::from_value(patch).unwrap();
+            let new = apply(&old, &patch).unwrap();
+            check(&everything, &old, &new).unwrap_err()
+        };
+        // Pointing the evaluation at another model, dropping its confounder, or changing the
+        // split it reads: each is refused, alone or beside a legitimate change.
+        for patch in [
+            json!([{"op": "replace", "path": "/stages/evaluate/with/model", "value": "control"}]),
+            json!([{"op": "replace", "path": "/stages/train/with/lr", "value": 0.01},
+                   {"op": "remove", "path": "/stages/evaluate/with/confound"}]),
+            json!([{"op": "add", "path": "/stages/evaluate/with/split", "value": "val"}]),
+            json!([{"op": "remove", "path": "/stages/against_control"}]),
+        ] {
+            let e = refused(patch);
+            assert!(e.contains("out of its reach"), "{e}");
+        }
+        // The plain control is the reference: it does not move either.
+        let e =
+            refused(json!([{"op": "replace", "path": "/stages/control/with/lr", "value": 0.1}]));
+        assert!(e.contains("`control`"), "{e}");
+        // A new evaluation would change what scores the rounds.
+        let e = refused(json!([{"op": "add", "path": "/stages/eval2",
+            "value": {"uses": "evaluate", "with": {"model": "train"}}}]));
+        assert!(e.contains("out of its reach"), "{e}");
+        // The scored model keeps its data.
+        let e = refused(
+            json!([{"op": "replace", "path": "/stages/train/with/dataset", "value": "other"}]),
+        );
+        assert!(e.contains("keeps the dataset"), "{e}");
+        // No stage that predicts every image of the scored dataset.
+        let e = refused(json!([{"op": "add", "path": "/stages/peek",
+            "value": {"uses": "model.predict", "with": {"model": "train", "dataset": "images"}}}]));
+        assert!(e.contains("test images included"), "{e}");
+        // Training itself stays tunable.
+        let patch: Patch = serde_json::from_value(
+            json!([{"op": "replace", "path": "/stages/train/with/lr", "value": 0.01}]),
+        )
+        .unwrap();
+        check(&everything, &old, &apply(&old, &patch).unwrap()).unwrap();
     }
 
     #[test]
@@ -286,7 +422,7 @@ mod tests {
                 "/stages/*/with/lr".into(),
                 "/stages/train/with/loss/**".into(),
             ]),
-            insert: Some(vec![StageKind::Evaluate]),
+            insert: Some(vec![StageKind::PseudoLabel]),
             ..Policy::default()
         };
         assert!(
@@ -303,7 +439,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("outside the paths"), "{e}");
-        assert!(verdict(&p, json!([{"op": "add", "path": "/stages/eval2", "value": {"uses": "evaluate", "with": {"model": "train"}}}])).is_ok());
+        assert!(verdict(&p, json!([{"op": "add", "path": "/stages/pseudo", "value": {"uses": "pseudo_label", "with": {"teacher": "train"}}}])).is_ok());
         let e = verdict(&p, json!([{"op": "add", "path": "/stages/t2", "value": {"uses": "classifier.train", "with": {}}}])).unwrap_err();
         assert!(e.contains("insert `classifier.train`"), "{e}");
     }
