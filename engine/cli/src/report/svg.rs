@@ -163,16 +163,9 @@ fn legend(s: &mut String, x: f64, y: f64, keys: &[Key]) {
     }
 }
 
-/// A curve to draw: its colour, legend label and points.
-#[derive(Debug)]
-pub struct Curve {
-    pub colour: &'static str,
-    pub label: String,
-    pub points: Vec<(f64, f64)>,
-}
-
-/// ROC curves: false-positive rate against sensitivity, with the chance diagonal.
-pub fn roc(title: &str, curves: &[Curve]) -> String {
+/// A square plot of [0, 1] x [0, 1] with its dashed diagonal (chance for a ROC curve,
+/// perfect calibration for a reliability diagram): the axes and the opened SVG.
+fn unit_square(title: &str, x_label: &str, y_label: &str) -> (Axes, String) {
     let a = Axes {
         w: 380.0,
         h: 360.0,
@@ -184,13 +177,7 @@ pub fn roc(title: &str, curves: &[Curve]) -> String {
         y: (0.0, 1.0),
     };
     let t = ticks(0.0, 1.0, 5);
-    let mut s = a.open(
-        title,
-        "1 − specificity (false-positive rate)",
-        "sensitivity",
-        &t,
-        &t,
-    );
+    let mut s = a.open(title, x_label, y_label, &t, &t);
     let _ = write!(
         s,
         r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{MUTED}" stroke-dasharray="4 3"/>"#,
@@ -198,6 +185,24 @@ pub fn roc(title: &str, curves: &[Curve]) -> String {
         a.py(0.0),
         a.px(1.0),
         a.py(1.0)
+    );
+    (a, s)
+}
+
+/// A curve to draw: its colour, legend label and points.
+#[derive(Debug)]
+pub struct Curve {
+    pub colour: &'static str,
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// ROC curves: false-positive rate against sensitivity, with the chance diagonal.
+pub fn roc(title: &str, curves: &[Curve]) -> String {
+    let (a, mut s) = unit_square(
+        title,
+        "1 − specificity (false-positive rate)",
+        "sensitivity",
     );
     for c in curves {
         let pts: Vec<String> = c
@@ -235,26 +240,7 @@ pub struct Reliability {
 /// Reliability diagrams: mean predicted probability against the observed rate per bin,
 /// with the diagonal of perfect calibration; each bin a dot whose area grows with its cases.
 pub fn reliability(title: &str, x_label: &str, y_label: &str, series: &[Reliability]) -> String {
-    let a = Axes {
-        w: 380.0,
-        h: 360.0,
-        left: 46.0,
-        right: 12.0,
-        top: 12.0,
-        bottom: 40.0,
-        x: (0.0, 1.0),
-        y: (0.0, 1.0),
-    };
-    let t = ticks(0.0, 1.0, 5);
-    let mut s = a.open(title, x_label, y_label, &t, &t);
-    let _ = write!(
-        s,
-        r#"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="{MUTED}" stroke-dasharray="4 3"/>"#,
-        a.px(0.0),
-        a.py(0.0),
-        a.px(1.0),
-        a.py(1.0)
-    );
+    let (a, mut s) = unit_square(title, x_label, y_label);
     let most = series
         .iter()
         .flat_map(|r| r.bins.iter().map(|b| b.2))
