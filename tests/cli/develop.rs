@@ -88,6 +88,40 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
             && why.contains("alone predicts the label with AUC"),
         "{why}"
     );
+    // Each round was judged on paired tests of its validation predictions, kept in its
+    // record: DeLong's test of the AUC against the best round, and the reliance on the
+    // drain against the best round and round 0.
+    for row in &rows {
+        let n = row["round"].as_u64().unwrap();
+        assert!(
+            ws.path()
+                .join(format!(
+                    ".engine/develop/pipeline/rounds/{n:03}/validation/predictions.csv"
+                ))
+                .is_file()
+        );
+    }
+    for row in &rows[1..] {
+        let ev = &row["evidence"];
+        let base = row["base"].as_u64().unwrap();
+        assert_eq!(ev["objective"]["method"], "DeLong's test", "{row}");
+        assert_eq!(ev["objective"]["against"], format!("round {base}"), "{row}");
+        let p = ev["objective"]["p_higher"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&p), "{row}");
+        let against: Vec<&str> = ev["reliance"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["against"].as_str().unwrap())
+            .collect();
+        assert!(against.contains(&"round 0"), "{row}");
+        assert_eq!(ev["reliance"][0]["metric"], "reliance on drain", "{row}");
+        let kept = row["kept"] == true;
+        assert!(
+            !kept || p < 0.05 || ev["reliance"][0]["p_lower"].as_f64().unwrap() < 0.05,
+            "a round is kept only on significant evidence: {row}"
+        );
+    }
     // Each round's manifest differs from its base in the lines it changed, and keeps the
     // comments and layout of the rest.
     for row in &rows[1..] {
@@ -155,9 +189,14 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
     let h: Value = serde_json::from_str(&h.stdout).unwrap();
     assert_eq!(h["rounds"].as_array().unwrap().len(), 4);
     assert_eq!(h["best"], best);
+    assert_eq!(h["validation_looks"], 4);
+    assert_eq!(h["chosen"], best);
     let t = ws.run(&["history", "pipeline.yaml"]).code(0);
     assert!(
-        t.stdout.contains("vs best") && t.stdout.contains("the manifest as written"),
+        t.stdout.contains("vs best")
+            && t.stdout.contains("the manifest as written")
+            && t.stdout
+                .contains("4 round(s) were scored on the validation split"),
         "{}",
         t.stdout
     );
@@ -166,6 +205,10 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
         "why: at 32 px the small_cnn's last feature map is 2x2",
         "verdict:",
         "auc",
+        "paired tests on the validation images (one-sided, level 0.05):",
+        "of round 0: ",
+        "(DeLong's test)",
+        "reliance on drain",
         "+++ pipeline.yaml (round 1)",
     ] {
         assert!(e.stdout.contains(needle), "{needle}:\n{}", e.stdout);
@@ -203,6 +246,7 @@ fn rounds_change_one_thing_each_keep_the_file_and_are_reviewable() {
         .code(0);
     let t: Value = serde_json::from_str(&t.stdout).unwrap();
     assert_eq!(t["split"], "test");
+    assert_eq!(t["validation_looks"], 4, "{t}");
     assert!(
         t["label"]
             .as_str()
@@ -442,9 +486,48 @@ fn when_no_round_meets_the_constraints_the_trade_offs_are_shown_and_the_clinicia
     );
     let h = ws.run(&["history", "--json"]).code(0);
     let h: Value = serde_json::from_str(&h.stdout).unwrap();
-    assert_eq!(h["accepted"], 2);
+    assert_eq!((&h["accepted"], &h["chosen"]), (&2.into(), &2.into()));
     let bad = ws.run(&["accept", "7"]).code(2);
     assert!(bad.stderr.contains("there is no round 7"), "{}", bad.stderr);
+    let round = |n: u32| {
+        ws.read(&format!(
+            ".engine/develop/pipeline/rounds/{n:03}/manifest.yaml"
+        ))
+    };
+
+    // The choice stands while the loop searches on.
+    let more = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "3", "--plain"])
+        .code(0);
+    assert!(
+        more.stdout.contains("round 2 is the clinician's choice"),
+        "{}",
+        more.stdout
+    );
+    assert_eq!(develop_rows(&ws).len(), 4);
+    assert_eq!(ws.read("pipeline.best.yaml"), round(2));
+    let h = ws.run(&["history", "--json"]).code(0);
+    let h: Value = serde_json::from_str(&h.stdout).unwrap();
+    assert_eq!(h["chosen"], 2);
+
+    // A loop killed after recording a round and before writing the best file left the
+    // previous manifest there: the next start repairs it from the record.
+    std::fs::write(ws.path().join("pipeline.best.yaml"), round(0)).unwrap();
+    ws.run(&["develop", "pipeline.yaml", "--rounds", "3", "--plain"])
+        .code(0);
+    assert_eq!(ws.read("pipeline.best.yaml"), round(2));
+    // A file edited by hand is not overwritten.
+    let mine = format!("# my edit\n{}", round(2));
+    std::fs::write(ws.path().join("pipeline.best.yaml"), &mine).unwrap();
+    let kept = ws
+        .run(&["develop", "pipeline.yaml", "--rounds", "3", "--plain"])
+        .code(0);
+    assert!(
+        kept.stderr.contains("holds a manifest no round ran"),
+        "{}",
+        kept.stderr
+    );
+    assert_eq!(ws.read("pipeline.best.yaml"), mine);
 }
 
 #[test]

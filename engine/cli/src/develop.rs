@@ -19,7 +19,7 @@ use engine_core::agent::diff::unified;
 use engine_core::agent::journal::{Header, Journal, Proposal, Round, State, manifest_hash};
 use engine_core::agent::patch;
 use engine_core::agent::propose::{self, Candidate, Context, Heuristic, Proposer, Random};
-use engine_core::agent::score::{self, Score};
+use engine_core::agent::score::{self, Evidence, Score};
 use engine_core::agent::{policy, rewrite};
 use engine_core::events::{Outcome, RunStatus};
 use engine_core::load::{LoadedManifest, load_text};
@@ -30,6 +30,7 @@ use serde_json::Value;
 use crate::apply::{Ran, Runner, RunnerError, choose_reporter, lock_workspace};
 use crate::cli::{DevelopArgs, ProposerKind};
 use crate::commands::load_or_report;
+use crate::evidence::{self, Judging, Validation};
 use crate::propose_llm::LlmProposer;
 use crate::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE};
 
@@ -86,6 +87,43 @@ pub fn scoring(m: &LoadedManifest) -> Result<Scoring, String> {
     })
 }
 
+/// Makes `<stem>.best.yaml` hold the manifest of round `chosen`, unless the file holds
+/// something no round ran (an edit by hand, which is left alone); returns what a reader
+/// should know, if anything.
+pub(crate) fn publish_best(
+    journal: &Journal,
+    manifest: &Path,
+    rounds: &[Round],
+    chosen: u32,
+) -> anyhow::Result<Option<String>> {
+    let path = best_path(manifest);
+    let text = std::fs::read_to_string(journal.manifest_of(chosen)).with_context(|| {
+        format!(
+            "cannot read round {chosen}'s manifest {}",
+            journal.manifest_of(chosen).display()
+        )
+    })?;
+    let current = std::fs::read_to_string(&path).ok();
+    if current.as_deref() == Some(text.as_str()) {
+        return Ok(None);
+    }
+    if let Some(cur) = &current {
+        let a_round = rounds.iter().any(|r| {
+            std::fs::read_to_string(journal.manifest_of(r.round)).is_ok_and(|t| &t == cur)
+        });
+        if !a_round {
+            return Ok(Some(format!(
+                "{} holds a manifest no round ran (edited by hand?), so it is left as it is; round {chosen}'s manifest is {} (hint: move the file aside and the loop writes it again)",
+                path.display(),
+                journal.manifest_of(chosen).display()
+            )));
+        }
+    }
+    engine_core::store::write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(None)
+}
+
 /// `<stem>.best.yaml` beside the manifest.
 pub fn best_path(manifest: &Path) -> PathBuf {
     let stem = manifest
@@ -105,13 +143,108 @@ fn label(manifest: &Path, round: u32) -> String {
     format!("{name} (round {round})")
 }
 
-/// A JSON file that `stage` left in the cache under the manifest's current settings.
-fn cached_json(m: &LoadedManifest, store: &Store, stage: &str, file: &str) -> Option<Value> {
+/// The folder where `stage`'s outputs under the manifest's current settings are cached.
+fn cached_dir(m: &LoadedManifest, store: &Store, stage: &str) -> Option<PathBuf> {
     let mut fp = engine_core::fingerprint::FingerprintDb::open(&store.fingerprint_memo());
     let plan = engine_core::plan::make_plan(m, store, &mut fp).ok()?;
-    let digest = &plan.stage(stage)?.digest;
-    let text = std::fs::read_to_string(store.out_dir(digest).join(file)).ok()?;
+    let dir = store.out_dir(&plan.stage(stage)?.digest);
+    dir.is_dir().then_some(dir)
+}
+
+/// A JSON file that `stage` left in the cache under the manifest's current settings.
+fn cached_json(m: &LoadedManifest, store: &Store, stage: &str, file: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(cached_dir(m, store, stage)?.join(file)).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+/// The validation predictions of round `r`, from its record; a history begun before
+/// records kept them finds them in the cache, and keeps them from then on.
+fn validation_of(
+    journal: &Journal,
+    manifest: &Path,
+    store: &Store,
+    train: &str,
+    r: u32,
+) -> Result<Validation, String> {
+    let record = journal.round_dir(r).join(evidence::KEPT);
+    if let Some(v) = Validation::in_dir(&record) {
+        return Ok(v);
+    }
+    let gone = || {
+        format!(
+            "the validation predictions of round {r} are neither in its record nor in the cache (hint: `engine apply {}` on its manifest {} brings them back)",
+            manifest.display(),
+            journal.manifest_of(r).display()
+        )
+    };
+    let text = std::fs::read_to_string(journal.manifest_of(r)).map_err(|_| gone())?;
+    let m = load_text(manifest, text).map_err(|_| gone())?;
+    let found = cached_dir(&m, store, train)
+        .and_then(|d| Validation::in_dir(&d))
+        .ok_or_else(gone)?;
+    Ok(found.keep(&record).unwrap_or(found))
+}
+
+/// The plain control's validation predictions in a finished run: the baseline of an
+/// evaluation of the scored training stage.
+fn control_of(
+    m: &LoadedManifest,
+    train: &str,
+    summary: &engine_core::exec::RunSummary,
+) -> Option<(String, PathBuf)> {
+    let id = m.params.values().find_map(|p| match p {
+        StageParams::Evaluate(e) if e.model == train => e.baseline.clone(),
+        _ => None,
+    })?;
+    let dir = summary.stages.get(&id)?.outputs.clone()?;
+    let preds = dir.join("predictions.csv");
+    preds.is_file().then_some((id, preds))
+}
+
+/// The paired comparisons of a round (its validation predictions `mine`) with the best
+/// round, and, for its reliance on the confounder, with round 0 and the plain control.
+fn gather_evidence(
+    judging: &Judging,
+    score: &Score,
+    mine: &Validation,
+    best: u32,
+    round: impl Fn(u32) -> Result<Validation, String>,
+    control: Option<(String, PathBuf)>,
+) -> Evidence {
+    let mut ev = Evidence::default();
+    match round(best) {
+        Ok(b) => judging.against(score, mine, &b, &format!("round {best}"), &mut ev),
+        Err(e) => ev.missing.push(e),
+    }
+    let (Some(_), Some(p)) = (judging.confound, mine.predictions()) else {
+        return ev;
+    };
+    let mut references = vec![(best, format!("round {best}"))];
+    if best != 0 {
+        references.push((0, "round 0".to_owned()));
+    }
+    let mut others: Vec<(PathBuf, String)> = Vec::new();
+    for (r, name) in references {
+        match round(r) {
+            Ok(v) => match v.predictions() {
+                Some(q) => others.push((q.to_path_buf(), name)),
+                None => ev.missing.push(format!("{name} is not a classifier")),
+            },
+            Err(e) => ev.missing.push(e),
+        }
+    }
+    if let Some((id, preds)) = control {
+        others.push((preds, format!("the plain control `{id}`")));
+    }
+    for (q, name) in others {
+        match judging.reliance(p, &q, &name) {
+            Ok(t) => ev.reliance.push(t),
+            Err(e) => ev.missing.push(format!(
+                "the reliance could not be compared with {name}: {e}"
+            )),
+        }
+    }
+    ev
 }
 
 /// The data audit of the training dataset, from the cache, when the manifest has one.
@@ -317,6 +450,22 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
     let policy = m0.manifest.policy.clone().unwrap_or_default();
     let task = m0.manifest.task.clone();
     let confounded = task.as_ref().is_some_and(|t| !t.confounders.is_empty());
+    let judging = match m0.params.get(&scoring.evaluate) {
+        Some(StageParams::Evaluate(e)) => Judging {
+            task: task.as_ref(),
+            options: engine_core::metrics::BinaryOptions {
+                at_specificity: e.at_specificity,
+                at_sensitivity: e.at_sensitivity,
+            },
+            confound: scoring.confound.as_deref(),
+            bootstrap: engine_core::metrics::Bootstrap {
+                resamples: e.bootstrap as usize,
+                seed: m0.seed_of(&scoring.evaluate),
+                ..engine_core::metrics::Bootstrap::default()
+            },
+        },
+        _ => return usage(format!("`{}` is not an evaluate stage", scoring.evaluate)),
+    };
     let gpus = match machine.gpus_for(&m0) {
         Ok(g) => g,
         Err(line) => {
@@ -375,6 +524,19 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(w) = torn {
         eprintln!("note: {w}");
+    }
+    if let Some(chosen) = journal.chosen(&rounds) {
+        // A loop stopped between recording a round and writing the best file left the
+        // previous round's manifest there: the record decides.
+        if let Some(note) = publish_best(&journal, &args.manifest, &rounds, chosen)? {
+            eprintln!("note: {note}");
+        }
+    }
+    if let Some(a) = journal.accepted() {
+        println!(
+            "round {a} is the clinician's choice (`engine accept`): {}, `engine test` and the report use it until another round is accepted; the loop searches on, and a round it keeps is offered, not applied",
+            best_path(&args.manifest).display()
+        );
     }
     if !rounds.is_empty() {
         let best = Journal::best(&rounds);
@@ -556,6 +718,7 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             manifest_hash: String::new(),
             change: String::new(),
             score: None,
+            evidence: None,
             verdict: String::new(),
             started: round_start,
             duration_s: 0.0,
@@ -727,15 +890,57 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
                         }
                         Ok(s) => {
                             row.state = State::Done;
-                            match best.as_ref().and_then(|b| b.score.as_ref()) {
+                            // The validation predictions stay in the round's record, for
+                            // the paired comparisons of later rounds.
+                            let mine = summary
+                                .stages
+                                .get(&scoring.train)
+                                .and_then(|st| st.outputs.clone())
+                                .and_then(|d| Validation::in_dir(&d))
+                                .ok_or_else(|| {
+                                    format!("`{}` left no validation predictions", scoring.train)
+                                })
+                                .and_then(|v| {
+                                    v.keep(&journal.round_dir(n).join(evidence::KEPT)).map_err(
+                                        |e| format!("cannot keep the validation predictions: {e}"),
+                                    )
+                                });
+                            match best
+                                .as_ref()
+                                .and_then(|b| Some((b.round, b.score.as_ref()?)))
+                            {
                                 None => {
                                     row.kept = true;
                                     row.verdict = "the starting point".into();
                                 }
-                                Some(b) => {
-                                    let (kept, why) = score::judge(&s, b, &policy, confounded);
+                                Some((b, bs)) => {
+                                    let ev = match &mine {
+                                        Ok(mine) => gather_evidence(
+                                            &judging,
+                                            &s,
+                                            mine,
+                                            b,
+                                            |r| {
+                                                validation_of(
+                                                    &journal,
+                                                    &args.manifest,
+                                                    &store,
+                                                    &scoring.train,
+                                                    r,
+                                                )
+                                            },
+                                            control_of(&m, &scoring.train, &summary),
+                                        ),
+                                        Err(e) => Evidence {
+                                            missing: vec![e.clone()],
+                                            ..Evidence::default()
+                                        },
+                                    };
+                                    let (kept, why) =
+                                        score::judge(&s, bs, &ev, &policy, confounded);
                                     row.kept = kept;
                                     row.verdict = why;
+                                    row.evidence = Some(ev);
                                 }
                             }
                             row.score = Some(s);
@@ -753,12 +958,22 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
             ),
             (None, state) => println!("  {}: {}", state.as_str().to_uppercase(), row.verdict),
         }
-        if row.kept {
-            engine_core::store::write_atomic(&best_path(&args.manifest), text.as_bytes())
-                .with_context(|| format!("cannot write {}", best_path(&args.manifest).display()))?;
-        }
+        // The row first: a kill before the best file is written is repaired from it.
         journal.append(&row)?;
+        let kept = row.kept;
         rounds.push(row);
+        if kept {
+            match journal.accepted() {
+                Some(a) => println!(
+                    "  the clinician's choice, round {a}, stands (`engine accept {n}` chooses this round instead)"
+                ),
+                None => {
+                    if let Some(note) = publish_best(&journal, &args.manifest, &rounds, n)? {
+                        eprintln!("note: {note}");
+                    }
+                }
+            }
+        }
     }
 
     println!(
@@ -769,14 +984,26 @@ pub fn develop(args: &DevelopArgs) -> anyhow::Result<ExitCode> {
     match Journal::best(&rounds) {
         Some(b) => {
             println!(
-                "best: round {}{}; its manifest is {}",
+                "best: round {}{}{}",
                 b.round,
                 b.score
                     .as_ref()
                     .map(|s| format!(" ({})", fmt_score(s)))
                     .unwrap_or_default(),
-                best_path(&args.manifest).display()
+                if journal.accepted().is_none() {
+                    format!("; its manifest is {}", best_path(&args.manifest).display())
+                } else {
+                    String::new()
+                }
             );
+            println!("{}", crate::history::looks(&rounds));
+            if let Some(a) = journal.accepted().filter(|a| *a != b.round) {
+                println!(
+                    "the clinician's choice remains round {a}: {} holds its manifest, and `engine test` and the report use it (`engine accept {}` to choose the loop's best)",
+                    best_path(&args.manifest).display(),
+                    b.round
+                );
+            }
             if b.score.as_ref().is_some_and(|s| !s.feasible()) {
                 crate::history::print_frontier(&rounds);
             }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use engine_core::agent::diff::unified;
 use engine_core::agent::journal::{Journal, Round, State};
+use engine_core::agent::score::Paired;
 use serde_json::json;
 
 use crate::EXIT_USAGE;
@@ -149,6 +150,18 @@ fn round_of(rounds: &[Round], n: u32) -> Result<&Round, ExitCode> {
     })
 }
 
+/// How many rounds looked at the validation split, and what that means for its figures.
+pub(crate) fn looks_sentence(k: usize) -> String {
+    format!(
+        "{k} round(s) were scored on the validation split and the best was chosen there: its validation figures are optimistic by selection, the more so the more rounds; the sealed test's are not"
+    )
+}
+
+/// [`looks_sentence`] for a history's rounds.
+pub(crate) fn looks(rounds: &[Round]) -> String {
+    looks_sentence(Journal::looks(rounds))
+}
+
 /// `engine history`.
 pub fn history(manifest: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCode> {
     let (j, m, rounds) = match open(manifest) {
@@ -172,6 +185,7 @@ pub fn history(manifest: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCod
                     "vs_best": d,
                     "feasible": r.score.as_ref().map(|s| s.feasible()),
                     "verdict": r.verdict,
+                    "evidence": r.evidence,
                     "duration_s": r.duration_s,
                 })
             })
@@ -180,7 +194,8 @@ pub fn history(manifest: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCod
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({"manifest": m, "rounds": rows, "best": best, "accepted": accepted})
+                &json!({"manifest": m, "rounds": rows, "best": best, "accepted": accepted,
+                    "chosen": j.chosen(&rounds), "validation_looks": Journal::looks(&rounds)})
             )?
         );
         return Ok(ExitCode::SUCCESS);
@@ -191,9 +206,23 @@ pub fn history(manifest: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCod
         println!("best: round {}", b.round);
     }
     if let Some(a) = accepted {
-        println!("accepted by the clinician: round {a}");
+        println!(
+            "accepted by the clinician: round {a} (the best manifest, `engine test` and the report use it)"
+        );
     }
+    println!("{}", looks(&rounds));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The acceptance rule's level in the history's round 0 manifest (the policy cannot change
+/// in later rounds).
+fn policy_alpha(j: &Journal) -> f64 {
+    std::fs::read_to_string(j.manifest_of(0))
+        .ok()
+        .and_then(|t| serde_norway::from_str::<engine_core::manifest::Manifest>(&t).ok())
+        .and_then(|m| m.policy)
+        .unwrap_or_default()
+        .alpha
 }
 
 /// `engine explain N`.
@@ -243,12 +272,32 @@ pub fn explain(n: u32, manifest: Option<&Path>) -> anyhow::Result<ExitCode> {
         for c in &s.constraints {
             println!(
                 "  constraint {} {} {}: {:.4} {}",
-                c.metric,
+                crate::metrics::terminal_safe(&c.metric),
                 c.op,
                 c.bound,
                 c.value,
-                if c.met { "met" } else { "NOT met" }
+                match c.verdict {
+                    Some(v) => format!("({} on its interval)", v.shout()),
+                    None if c.met => "met".to_owned(),
+                    None => "NOT met".to_owned(),
+                }
             );
+        }
+    }
+    if let Some(ev) = &r.evidence {
+        println!(
+            "paired tests on the validation images (one-sided, level {}):",
+            policy_alpha(&j)
+        );
+        let lines = ev
+            .objective
+            .iter()
+            .chain(&ev.constraints)
+            .map(Paired::describe)
+            .chain(ev.reliance.iter().map(Paired::describe))
+            .chain(ev.missing.iter().map(|m| format!("not compared: {m}")));
+        for line in lines {
+            println!("  {}", crate::metrics::terminal_safe(&line));
         }
     }
     if !r.proposal.patch.is_empty() {

@@ -7,6 +7,7 @@ mod data;
 mod develop;
 mod doctor;
 mod evaluate;
+mod evidence;
 mod history;
 mod init;
 mod llm;

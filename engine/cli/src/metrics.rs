@@ -990,7 +990,12 @@ const ECE_FLOOR_DRAWS: usize = 500;
 
 /// For each case of `a` (in order), its index in `b`; an error when the two files do not
 /// hold the same cases.
-fn align(a: &[String], b: &[String], a_path: &Path, b_path: &Path) -> Result<Vec<usize>, String> {
+pub(crate) fn align(
+    a: &[String],
+    b: &[String],
+    a_path: &Path,
+    b_path: &Path,
+) -> Result<Vec<usize>, String> {
     let index: HashMap<&str, usize> = b
         .iter()
         .enumerate()
@@ -1023,7 +1028,7 @@ fn align(a: &[String], b: &[String], a_path: &Path, b_path: &Path) -> Result<Vec
 
 /// Resampling units: patients when the file names them and some have several cases, else
 /// cases (a file whose every case is its own "patient" has no patients to speak of).
-fn units(patients: Option<&[String]>, n: usize) -> (Units, &'static str) {
+pub(crate) fn units(patients: Option<&[String]>, n: usize) -> (Units, &'static str) {
     match patients.map(Units::clusters) {
         Some(u @ Units::Clusters { clusters, .. }) if clusters < n => (u, "patient"),
         _ => (Units::Items(n), "case"),
@@ -1247,6 +1252,32 @@ impl Report {
 }
 
 impl Report {
+    /// The paired bootstrap test of `metric` against the baseline, if it was compared.
+    pub(crate) fn paired_test(&self, metric: &str) -> Option<&PairedTest> {
+        self.paired
+            .iter()
+            .find(|(n, _, _)| n == metric)
+            .map(|(_, _, t)| t)
+    }
+
+    /// DeLong's test of the AUC against the baseline, if it was made.
+    pub(crate) fn delong(&self) -> Option<crate::evidence::DeLongRecord> {
+        let d = self.header.get("comparison")?.get("delong")?;
+        Some(crate::evidence::DeLongRecord {
+            auc: d["auc"].as_f64()?,
+            baseline_auc: d["baseline_auc"].as_f64()?,
+            se: d["se"].as_f64()?,
+        })
+    }
+
+    /// What the bootstrap resampled: `patient`, `case` or `image`.
+    pub(crate) fn resampled_unit(&self) -> &str {
+        self.header
+            .get("bootstrap")
+            .and_then(|b| b["unit"].as_str())
+            .unwrap_or("case")
+    }
+
     /// The confound comparison of this report (a model against a baseline, with the
     /// confound analysis) read as the model against its plain control named `name`.
     pub(crate) fn control(&self, name: &str) -> Option<Control> {

@@ -51,14 +51,21 @@ struct Tested {
 /// A model to test: the manifest it comes from, its stage, and how reports name it.
 type Source = (LoadedManifest, String, String);
 
+/// The models `engine test` takes: named ones, or those of a developer loop's history.
+struct Chosen {
+    /// The models, in the order they are tested.
+    sources: Vec<Source>,
+    /// The attribute the scoring evaluation analyses as a confounder.
+    confound: Option<String>,
+    /// Whether the last model is the plain control of that confounder.
+    with_control: bool,
+    /// How many rounds of the history were scored on the validation split.
+    looks: Option<usize>,
+}
+
 /// The models `engine test` compares when no `--model` is named: the best round of the
 /// developer loop's history (or the round the clinician accepted) against round 0.
-/// Also returns the attribute the scoring evaluation analyses as a confounder, and whether
-/// the last model is the plain control of that confounder.
-fn from_history(
-    m: &LoadedManifest,
-    manifest: &Path,
-) -> Result<(Vec<Source>, Option<String>, bool), String> {
+fn from_history(m: &LoadedManifest, manifest: &Path) -> Result<Chosen, String> {
     let journal = engine_core::agent::journal::Journal::for_manifest(&m.dir, manifest);
     if !journal.exists() {
         return Err(format!(
@@ -67,13 +74,11 @@ fn from_history(
         ));
     }
     let (rounds, _) = journal.rounds()?;
+    let looks = Some(engine_core::agent::journal::Journal::looks(&rounds));
     let accepted = journal.accepted();
-    let best = match accepted {
-        Some(a) => a,
-        None => engine_core::agent::journal::Journal::best(&rounds)
-            .map(|b| b.round)
-            .ok_or("no round of the history succeeded; there is no model to test")?,
-    };
+    let best = journal
+        .chosen(&rounds)
+        .ok_or("no round of the history succeeded; there is no model to test")?;
     let scoring = crate::develop::scoring(m)?;
     let mut out = Vec::new();
     for (round, role) in [
@@ -112,9 +117,19 @@ fn from_history(
     });
     if let Some(c) = control {
         out.push((m.clone(), c.clone(), format!("the plain control `{c}`")));
-        return Ok((out, scoring.confound, true));
+        return Ok(Chosen {
+            sources: out,
+            confound: scoring.confound,
+            with_control: true,
+            looks,
+        });
     }
-    Ok((out, scoring.confound, false))
+    Ok(Chosen {
+        sources: out,
+        confound: scoring.confound,
+        with_control: false,
+        looks,
+    })
 }
 
 /// Runs `engine test`.
@@ -129,15 +144,21 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {message}");
         Ok(ExitCode::from(EXIT_USAGE))
     };
-    let (sources, scored_confound, with_control) = match &args.model {
-        Some(model) => (
-            std::iter::once(model)
+    let Chosen {
+        sources,
+        confound: scored_confound,
+        with_control,
+        looks,
+    } = match &args.model {
+        Some(model) => Chosen {
+            sources: std::iter::once(model)
                 .chain(args.baseline.iter())
                 .map(|s| (m.clone(), s.clone(), format!("`{s}`")))
                 .collect::<Vec<_>>(),
-            None,
-            false,
-        ),
+            confound: None,
+            with_control: false,
+            looks: None,
+        },
         None if args.baseline.is_some() => {
             return usage("--baseline needs --model; without both, the test compares the developer loop's best round with its first".into());
         }
@@ -515,6 +536,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
         obj.insert("model".into(), models[0].stage.clone().into());
         obj.insert("label".into(), models[0].label.clone().into());
         obj.insert("opening".into(), record.clone());
+        if let Some(k) = looks {
+            obj.insert("validation_looks".into(), k.into());
+        }
         let name = |f: &PathBuf| f.file_name().map(|n| n.to_string_lossy().into_owned());
         obj.insert(
             "predictions".into(),
@@ -572,6 +596,9 @@ pub fn test(args: &TestArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(reason) = &args.reopen {
         heading.push_str(&format!("; REOPENED: {reason}"));
+    }
+    if let Some(k) = looks {
+        text.push_str(&format!("\n{}\n", crate::history::looks_sentence(k)));
     }
     let body = serde_json::to_string_pretty(&json)? + "\n";
     std::fs::write(dir.join("metrics.json"), &body)?;

@@ -79,17 +79,28 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub score: Option<String>,
-    /// The smallest gain in the objective that counts as better (guards against keeping
-    /// noise).
+    /// The one-sided significance level of the acceptance rule: a round is kept only when
+    /// the paired test of its validation predictions against the best round's shows its gain
+    /// at this level (DeLong's test for an AUC, else the paired bootstrap).
+    #[serde(default = "default_alpha")]
+    #[schemars(range(min = 0.0001, max = 0.5))]
+    pub alpha: f64,
+    /// The smallest gain in the objective that counts as better, however significant (a
+    /// gain of 0.001 AUC on a large split is real and worth nothing).
     #[serde(default = "default_min_improvement")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub min_improvement: f64,
-    /// For tasks with confounders: how much the partial correlation between the model's
-    /// output and the confounder (label held fixed) may rise over the best round's before a
-    /// round is refused, however much its objective gains.
+    /// For tasks with confounders: how much the estimated reliance on the confounder (the
+    /// absolute partial correlation of the model's output with it, label held fixed) may
+    /// rise over the best round's before a round is refused, however much its objective
+    /// gains. A rise that is significant at `alpha` is refused whatever its size.
     #[serde(default = "default_confound_tolerance")]
     #[schemars(range(min = 0.0, max = 2.0))]
     pub confound_tolerance: f64,
+}
+
+fn default_alpha() -> f64 {
+    0.05
 }
 
 fn default_min_improvement() -> f64 {
@@ -106,6 +117,7 @@ impl Default for Policy {
             allow: None,
             insert: None,
             score: None,
+            alpha: default_alpha(),
             min_improvement: default_min_improvement(),
             confound_tolerance: default_confound_tolerance(),
         }

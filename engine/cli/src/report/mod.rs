@@ -186,7 +186,7 @@ impl Context {
         } else {
             (Vec::new(), None, None)
         };
-        let best = accepted.or_else(|| Journal::best(&rounds).map(|r| r.round));
+        let best = journal.chosen(&rounds);
         let scoring = crate::develop::scoring(m).ok();
         let mut outputs = BTreeMap::new();
         for r in &rounds {
@@ -784,6 +784,13 @@ impl Context {
             );
         }
         let _ = write!(h, "<p>{facts}.</p>");
+        if !self.rounds.is_empty() {
+            let _ = write!(
+                h,
+                r#"<p class="note">{}.</p>"#,
+                esc(&crate::history::looks(&self.rounds))
+            );
+        }
         let reqs = metrics["requirements"]
             .as_array()
             .cloned()
@@ -1452,13 +1459,14 @@ impl Context {
             .saturating_sub(1);
         let _ = write!(
             h,
-            r#"<section id="rounds"><h2>The developer loop</h2><p>{n} round(s); {kept} change(s) kept; best: round {best}{acc}. Each round changed one thing in the manifest, ran it, and was kept only if validation {metric} improved by the policy's minimum without breaking a constraint or leaning more on a confounder.</p>"#,
+            r#"<section id="rounds"><h2>The developer loop</h2><p>{n} round(s); {kept} change(s) kept; best: round {best}{acc}. Each round changed one thing in the manifest, ran it, and was kept only on evidence: a paired test of its validation predictions against the best round's on the same images (DeLong's test for an AUC, else the paired bootstrap) had to show {metric} higher by at least the policy's minimum at the policy's one-sided level, with no constraint's interval on the wrong side of its bound and no significant rise in the reliance on a confounder over round 0, the plain control or the best round. {looks}.</p>"#,
             n = self.rounds.len(),
             best = self.best.map_or("–".into(), |b| b.to_string()),
             acc = self.accepted.map_or(String::new(), |a| format!(
                 " (accepted by the clinician: round {a})"
             )),
             metric = esc(&self.metric_label(&metric)),
+            looks = esc(&crate::history::looks(&self.rounds)),
         );
         let points: Vec<RoundPoint> = self
             .rounds

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::patch::Patch;
-use crate::agent::score::Score;
+use crate::agent::score::{Evidence, Score};
 
 /// How a round ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +85,10 @@ pub struct Round {
     /// The validation score, when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub score: Option<Score>,
+    /// The paired tests against the best round (and round 0 and the plain control) that it
+    /// was judged on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
     /// Why it was or was not kept, or why it failed.
     pub verdict: String,
     /// When it started (RFC 3339, UTC).
@@ -309,6 +313,19 @@ impl Journal {
     pub fn best(rounds: &[Round]) -> Option<&Round> {
         rounds.iter().rev().find(|r| r.kept)
     }
+
+    /// The round that stands for the history: the one the clinician accepted, else the
+    /// loop's best. The best manifest file, `engine test` and the report all name it.
+    pub fn chosen(&self, rounds: &[Round]) -> Option<u32> {
+        self.accepted()
+            .or_else(|| Journal::best(rounds).map(|r| r.round))
+    }
+
+    /// How many rounds were scored on the validation split: each such look lets the
+    /// choice of the best round fit that split's noise.
+    pub fn looks(rounds: &[Round]) -> usize {
+        rounds.iter().filter(|r| r.score.is_some()).count()
+    }
 }
 
 #[cfg(test)]
@@ -332,6 +349,7 @@ mod tests {
             manifest_hash: "h".into(),
             change: String::new(),
             score: None,
+            evidence: None,
             verdict: "kept".into(),
             started: "2026-11-22T00:00:00.000Z".into(),
             duration_s: 1.0,

@@ -163,6 +163,12 @@ pub struct PairedTest {
     /// the number of the `B` resamples whose difference lies on the far side of zero
     /// (the smaller of the counts with `a - b <= 0` and with `a - b >= 0`).
     pub p_value: Option<f64>,
+    /// One-sided p-value of "A is not higher than B": `(k + 1) / (B + 1)` with `k` the
+    /// resamples whose difference is at most zero. Small when A is higher.
+    pub p_higher: Option<f64>,
+    /// One-sided p-value of "A is not lower than B": `(k + 1) / (B + 1)` with `k` the
+    /// resamples whose difference is at least zero. Small when A is lower.
+    pub p_lower: Option<f64>,
     /// Resamples on which both statistics were defined.
     pub resamples: usize,
 }
@@ -258,18 +264,20 @@ impl Bootstrap {
                     .filter_map(|r| r.get(j).copied())
                     .filter(|v| !v.is_nan())
                     .collect();
-                let p_value = (!d.is_empty()).then(|| {
-                    let le = d.iter().filter(|&&x| x <= 0.0).count();
-                    let ge = d.iter().filter(|&&x| x >= 0.0).count();
-                    let k = le.min(ge) as f64;
-                    (2.0 * (k + 1.0) / (d.len() as f64 + 1.0)).min(1.0)
-                });
+                let le = d.iter().filter(|&&x| x <= 0.0).count();
+                let ge = d.iter().filter(|&&x| x >= 0.0).count();
+                let total = d.len() as f64;
+                let share = |k: usize| (k as f64 + 1.0) / (total + 1.0);
+                let defined = !d.is_empty();
+                let p_value = defined.then(|| (2.0 * share(le.min(ge))).min(1.0));
                 PairedTest {
                     a,
                     b,
                     diff: a - b,
                     ci: self.interval(&mut d),
                     p_value,
+                    p_higher: defined.then(|| share(le)),
+                    p_lower: defined.then(|| share(ge)),
                     resamples: d.len(),
                 }
             })
@@ -434,8 +442,17 @@ mod tests {
         let t = &b.paired(&units, |w| mean(w, &shifted), |w| mean(w, &xs))[0];
         assert!((t.diff - 0.1).abs() < 1e-12);
         assert!(t.p_value.unwrap() < 0.01, "{t:?}");
+        // One-sided: the shifted sample is higher on every resample, never lower.
+        let floor = 1.0 / (b.resamples as f64 + 1.0);
+        assert_eq!((t.p_higher, t.p_lower), (Some(floor), Some(1.0)));
+        let reverse = &b.paired(&units, |w| mean(w, &xs), |w| mean(w, &shifted))[0];
+        assert_eq!(
+            (reverse.p_higher, reverse.p_lower),
+            (Some(1.0), Some(floor))
+        );
         let same = &b.paired(&units, |w| mean(w, &xs), |w| mean(w, &xs))[0];
         assert_eq!(same.p_value, Some(1.0));
+        assert_eq!((same.p_higher, same.p_lower), (Some(1.0), Some(1.0)));
     }
 
     #[test]
