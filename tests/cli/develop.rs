@@ -593,3 +593,57 @@ fn ctrl_c_at_the_approval_prompt_stops_the_loop_and_the_proposal_waits_for_the_n
         "{stdout}"
     );
 }
+
+#[test]
+fn on_labels_nothing_can_learn_at_most_one_round_in_sixteen_is_kept() {
+    let manifest = MANIFEST
+        .replace("  confounders: [chest_drain]\n", "")
+        .replace(", confound: drain", "");
+    let ws = chest_workspace(&manifest, 160, 2);
+    // Every image gets another image's label, by a fixed shuffle: nothing can be learned.
+    // (The rule before evidence would have kept round 1 of this run, at +0.056 AUC.)
+    let text = ws.read("data/train-rle.csv");
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<(&str, &str)> = lines.map(|l| l.split_once(',').unwrap()).collect();
+    let mut labels: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in (1..labels.len()).rev() {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        labels.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    let shuffled: String = rows
+        .iter()
+        .zip(&labels)
+        .map(|((id, _), l)| format!("{id},{l}\n"))
+        .collect();
+    ws.file("data/train-rle.csv", &format!("{header}\n{shuffled}"));
+    let r = ws
+        .run(&[
+            "develop",
+            "pipeline.yaml",
+            "--rounds",
+            "16",
+            "--proposer",
+            "random",
+            "--seed",
+            "1",
+            "--plain",
+        ])
+        .code(0);
+    let rows = develop_rows(&ws);
+    let ran = rows[1..].iter().filter(|r| r["state"] == "done").count();
+    let kept: Vec<u64> = rows[1..]
+        .iter()
+        .filter(|r| r["kept"] == true)
+        .map(|r| r["round"].as_u64().unwrap())
+        .collect();
+    assert!(ran >= 12, "{}", r.stdout);
+    assert!(
+        kept.len() <= 1,
+        "rounds {kept:?} kept on shuffled labels:\n{}",
+        r.stdout
+    );
+}
