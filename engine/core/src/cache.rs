@@ -37,6 +37,10 @@ pub struct CacheKey {
     /// absent otherwise, so that other kinds' keys do not change with the request's words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<Value>,
+    /// The TaskSpec's objective, for the kinds that pick their best epoch by it
+    /// ([`crate::manifest::StageKind::reads_objective`]); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<Value>,
 }
 
 impl CacheKey {
@@ -147,6 +151,7 @@ mod tests {
             inputs: BTreeMap::from([("script.py".into(), "i1".into())]),
             seed: 7,
             task: None,
+            objective: None,
         }
     }
 

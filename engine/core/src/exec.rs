@@ -566,6 +566,11 @@ pub fn stage_job(
             .task
             .as_ref()
             .and_then(|t| serde_json::from_value(t.clone()).ok()),
+        objective: sp
+            .key
+            .objective
+            .as_ref()
+            .and_then(|o| serde_json::from_value(o.clone()).ok()),
     }
 }
 

@@ -39,6 +39,10 @@ pub struct StageJob {
     /// The manifest's TaskSpec, for kinds that read it (`StageKind::reads_task`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<crate::task::TaskSpec>,
+    /// The TaskSpec's objective, for kinds that pick their best epoch by it
+    /// (`StageKind::reads_objective`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective: Option<crate::task::Objective>,
 }
 
 impl StageJob {

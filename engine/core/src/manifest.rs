@@ -454,9 +454,9 @@ impl StageKind {
     pub fn implementation_version(self) -> u32 {
         match self {
             StageKind::DataAudit => 1,
-            StageKind::ClassifierTrain => 3,
+            StageKind::ClassifierTrain => 4,
             StageKind::ModelPredict => 2,
-            StageKind::DetectorTrain => 1,
+            StageKind::DetectorTrain => 2,
             StageKind::PseudoLabel => 1,
             StageKind::Evaluate => 2,
             StageKind::Command => 1,
@@ -468,6 +468,12 @@ impl StageKind {
     /// requirements the request states.
     pub fn reads_task(self) -> bool {
         matches!(self, StageKind::Evaluate)
+    }
+
+    /// Whether the kind reads the TaskSpec's objective alone (its job carries it, and its
+    /// cache key holds it): a training stage keeps the epoch that is best by it.
+    pub fn reads_objective(self) -> bool {
+        matches!(self, StageKind::ClassifierTrain | StageKind::DetectorTrain)
     }
 }
 

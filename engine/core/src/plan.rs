@@ -166,6 +166,14 @@ pub fn make_plan(
                         .map(|t| serde_json::to_value(t).unwrap_or_default())
                 })
                 .flatten(),
+            objective: stage
+                .uses
+                .reads_objective()
+                .then(|| {
+                    let o = m.manifest.task.as_ref()?.objective.as_ref()?;
+                    serde_json::to_value(o).ok()
+                })
+                .flatten(),
         };
         let digest = key.digest();
         digests.insert(id.clone(), digest.clone());

@@ -268,6 +268,7 @@ mod tests {
             inputs: BTreeMap::new(),
             seed: 0,
             task: None,
+            objective: None,
         }
     }
 

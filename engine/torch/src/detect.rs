@@ -1,6 +1,7 @@
 //! The `detector.train` stage: a single-stage, anchor-free object detector trained on a YOLO
 //! dataset's boxed training images (and its image-level negatives, as background), model
-//! selection by validation mAP@50, and the best checkpoint, the validation ground truth and
+//! selection by validation mAP@50 (mAP@50:95 when the request's objective is it; ties go to
+//! the other, then to the lower training loss), and the best checkpoint, the validation ground truth and
 //! detections in COCO format, the curve and the metrics written out. The test split is
 //! never opened.
 //!
@@ -1075,7 +1076,14 @@ fn train(
     let warmup = (p.warmup_epochs * steps_per_epoch as f64).round() as usize;
     let out = &job.out_dir;
     let mut curve = String::new();
-    let mut best: Option<(f64, u32, Vec<DetBox>, serde_json::Value)> = None;
+    // The best epoch: (its selection key, its number, its detections, its figures). The key
+    // is the objective's mAP, then the other mAP, then the training loss negated: at 64 px
+    // mAP@50 saturates at 1.0 within a few epochs while the boxes keep tightening.
+    let mut best: Option<([f64; 3], u32, Vec<DetBox>, serde_json::Value)> = None;
+    let by_strict = job
+        .objective
+        .as_ref()
+        .is_some_and(|o| o.metric == engine_core::task::Metric::Map50_95);
     let mut since_best = 0u32;
     let mut step = 0usize;
     let mut stopped = "epochs";
@@ -1156,11 +1164,21 @@ fn train(
             "map50": m.map50, "map50_95": m.map50_95, "precision": m.precision,
             "recall": m.recall, "f1": m.f1, "score_threshold": m.score_threshold,
         });
-        if best.as_ref().is_none_or(|(b, ..)| map50 > *b) {
+        let map50_95 = if m.map50_95.is_finite() {
+            m.map50_95
+        } else {
+            0.0
+        };
+        let key = if by_strict {
+            [map50_95, map50, -train_loss]
+        } else {
+            [map50, map50_95, -train_loss]
+        };
+        if best.as_ref().is_none_or(|(b, ..)| key > *b) {
             crate::nets::save(&vs, &[], &out.join("model.safetensors"))?;
-            best = Some((map50, epoch + 1, coco, figures.clone()));
+            best = Some((key, epoch + 1, coco, figures.clone()));
             since_best = 0;
-        } else if best.as_ref().is_some_and(|(b, ..)| *b > 0.0) {
+        } else if best.as_ref().is_some_and(|(b, ..)| b[0] > 0.0) {
             // Patience counts from the first epoch that found anything: a detector often
             // scores 0 for its first epochs while the head learns where to look.
             since_best += 1;
@@ -1168,7 +1186,7 @@ fn train(
         let line = json!({
             "epoch": epoch + 1,
             "train_loss": train_loss,
-            "val_metric": map50,
+            "val_metric": key[0],
             "val": figures,
             "lr": opt_lr(step, warmup, total_steps, p.lr),
             "seconds": epoch_started.elapsed().as_secs_f64(),
@@ -1200,14 +1218,16 @@ fn train(
         }
     }
     vs.freeze();
-    let (map50, best_epoch, coco, figures) = best.ok_or("no epoch ran")?;
+    let (key, best_epoch, coco, figures) = best.ok_or("no epoch ran")?;
+    let selected_by = if by_strict { "map50_95" } else { "map50" };
     let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
     write_coco(out, &data.catalog, &data.val, &gt, &coco)?;
     let boxed = data.train.iter().filter(|s| !s.boxes.is_empty()).count();
     let metrics = json!({
-        "metric": "map50",
-        "best": map50,
+        "metric": selected_by,
+        "selected_by": "the best validation figure, ties to the other mAP, then to the lower training loss",
+        "best": key[0],
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
         "stopped_by": stopped,
@@ -1239,7 +1259,10 @@ fn train(
         "seed": seed,
     });
     write_json(&out.join("config.json"), &config)?;
-    println!("best validation mAP@50 {map50:.4} at epoch {best_epoch} of {epochs_run} ({stopped})");
+    println!(
+        "best validation {selected_by} {:.4} at epoch {best_epoch} of {epochs_run} ({stopped})",
+        key[0]
+    );
     Ok(())
 }
 

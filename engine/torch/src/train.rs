@@ -11,8 +11,9 @@ use engine_core::job::StageJob;
 use engine_core::manifest::{Dataset, StageParams};
 use engine_core::metrics::calibration::{self, Calibration};
 use engine_core::metrics::rng::Xoshiro256;
-use engine_core::metrics::{BinaryData, MulticlassData};
+use engine_core::metrics::{BinaryData, BinaryOptions, MulticlassData};
 use engine_core::stages::train::{Loss, LossKind, SamplerKind, TrainParams};
+use engine_core::task::{Metric, Objective};
 use engine_data::imagecache;
 use engine_data::salt::Salt;
 use engine_data::{Catalog, Item, Partition};
@@ -572,7 +573,11 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     let eps = p.loss.label_smoothing;
     let out = &job.out_dir;
     let mut curve = String::new();
-    let mut best: Option<(f64, u32, Vec<Vec<f64>>)> = None;
+    // The best epoch: (its selection figure, its validation loss, its number, its
+    // validation probabilities).
+    let mut best: Option<(f64, f64, u32, Vec<Vec<f64>>)> = None;
+    let selection = Selection::new(job.objective.as_ref(), &data.catalog.classes);
+    let selected_by = selection.name(&data.catalog.classes);
     let mut since_best = 0u32;
     let mut step = 0usize;
     let mut stopped = "epochs";
@@ -687,15 +692,17 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             None => (&net, &vs),
         };
         let probs = predict(eval_net, head, &val_images, &plain, batch, k)?;
-        let metric = validation_metric(&val_labels, &probs, k);
-        let improved = best.as_ref().is_none_or(|(m, _, _)| metric > *m);
+        let (metric, val_loss) = selection.measure(&val_labels, &probs);
+        let improved = best
+            .as_ref()
+            .is_none_or(|(m, l, _, _)| beats((metric, val_loss), (*m, *l)));
         if improved {
             nets::save(
                 eval_vs,
                 &["adversary.", "segmentation."],
                 &out.join("model.safetensors"),
             )?;
-            best = Some((metric, epoch + 1, probs));
+            best = Some((metric, val_loss, epoch + 1, probs));
             since_best = 0;
         } else {
             since_best += 1;
@@ -704,6 +711,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_metric": metric,
+            "val_loss": val_loss,
             "lr": opt_lr(step, warmup, total_steps, p.lr),
             "seconds": epoch_started.elapsed().as_secs_f64(),
         });
@@ -719,10 +727,9 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         progress(
             f64::from(epoch + 1) / f64::from(p.epochs),
             &format!(
-                "epoch {}/{} loss {train_loss:.4} val {} {metric:.4} ETA {:.0}s",
+                "epoch {}/{} loss {train_loss:.4} val {selected_by} {metric:.4} ETA {:.0}s",
                 epoch + 1,
                 p.epochs,
-                metric_name(k),
                 per_epoch * f64::from(p.epochs - epoch - 1)
             ),
         );
@@ -741,7 +748,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         }
     }
     vs.freeze();
-    let (metric, best_epoch, probs) = best.ok_or("no epoch ran")?;
+    let (metric, _, best_epoch, probs) = best.ok_or("no epoch ran")?;
     let epochs_run = curve.lines().count();
     std::fs::write(out.join("curve.jsonl"), curve).map_err(|e| e.to_string())?;
     // The calibration map, fitted on the best epoch's validation predictions; every later
@@ -784,7 +791,8 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
         &probs,
     )?;
     let metrics = json!({
-        "metric": metric_name(k),
+        "metric": selected_by,
+        "selected_by": "the best validation figure, ties to the lower validation loss",
         "best": metric,
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
@@ -810,8 +818,7 @@ fn train(job: &StageJob, p: &TrainParams, data: &Prepared, device: Device) -> Re
     });
     write_json(&out.join("config.json"), &config)?;
     println!(
-        "best validation {} {metric:.4} at epoch {best_epoch} of {epochs_run} ({stopped})",
-        metric_name(k)
+        "best validation {selected_by} {metric:.4} at epoch {best_epoch} of {epochs_run} ({stopped})"
     );
     Ok(())
 }
@@ -828,10 +835,6 @@ pub(crate) fn opt_lr(step: usize, warmup: usize, total: usize, peak: f64) -> f64
 pub(crate) fn write_json(path: &Path, v: &serde_json::Value) -> Result<(), String> {
     let text = serde_json::to_string_pretty(v).map_err(|e| e.to_string())?;
     std::fs::write(path, text + "\n").map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn metric_name(k: usize) -> &'static str {
-    if k == 2 { "auc" } else { "macro_auc" }
 }
 
 /// Probabilities `[class][item]` for every image of `images`.
@@ -861,30 +864,133 @@ pub fn predict(
     Ok(out)
 }
 
-/// AUC (binary) or macro AUC over the classes present; 0.5 when undefined (a single class
-/// in validation).
-fn validation_metric(labels: &[u32], probs: &[Vec<f64>], k: usize) -> f64 {
-    let m = if k == 2 {
-        let pos: Vec<bool> = labels.iter().map(|l| *l == 1).collect();
-        BinaryData::new(&pos, &probs[1])
-            .map(|d| d.auc())
-            .unwrap_or(f64::NAN)
-    } else {
-        // Over the classes validation has: a rare class missing from a small validation
-        // split would otherwise leave the macro AUC undefined and model selection blind.
-        MulticlassData::new(labels, probs)
-            .map(|d| {
-                let auc: Vec<f64> = d
-                    .metrics()
-                    .auc
-                    .into_iter()
-                    .filter(|a| a.is_finite())
-                    .collect();
-                auc.iter().sum::<f64>() / auc.len() as f64
+/// What picks the best epoch: the request's objective where probabilities alone give it
+/// (an AUC, a class's AUC, a point of the ROC curve, or a multiclass figure read at the
+/// most probable class), else the AUC; ties, as when validation saturates at 1.0, go to
+/// the lower validation loss (mean cross-entropy).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Selection {
+    /// The (binary) AUC, or the mean of the per-class AUCs validation defines.
+    Auc,
+    /// The binary ROC curve's sensitivity at this specificity.
+    SensitivityAtSpecificity(f64),
+    /// The binary ROC curve's specificity at this sensitivity.
+    SpecificityAtSensitivity(f64),
+    /// One class's AUC, one against the rest (a multiclass objective on that class).
+    ClassAuc(usize),
+    /// A multiclass figure at the most probable class: `balanced_accuracy`, `accuracy` or
+    /// `macro_f1`.
+    Multiclass(Metric),
+}
+
+impl Selection {
+    /// The selection for a task of `classes` under `objective`.
+    pub(crate) fn new(objective: Option<&Objective>, classes: &[String]) -> Selection {
+        let Some(o) = objective else {
+            return Selection::Auc;
+        };
+        let binary = classes.len() == 2;
+        if let Some(class) = &o.class
+            && !binary
+            && let Some(c) = classes.iter().position(|c| {
+                c.eq_ignore_ascii_case(class)
+                    || engine_core::task::label_of(c).is_some_and(|l| &l == class)
             })
-            .unwrap_or(f64::NAN)
-    };
-    if m.is_finite() { m } else { 0.5 }
+        {
+            return Selection::ClassAuc(c);
+        }
+        match (o.metric, binary) {
+            (Metric::SensitivityAtSpecificity, true) => {
+                Selection::SensitivityAtSpecificity(o.at_specificity.unwrap_or(0.8))
+            }
+            (Metric::SpecificityAtSensitivity, true) => {
+                Selection::SpecificityAtSensitivity(o.at_sensitivity.unwrap_or(0.9))
+            }
+            (m @ (Metric::BalancedAccuracy | Metric::Accuracy | Metric::MacroF1), false) => {
+                Selection::Multiclass(m)
+            }
+            _ => Selection::Auc,
+        }
+    }
+
+    /// The figure's name, as `metrics.json` and the progress line give it.
+    pub(crate) fn name(&self, classes: &[String]) -> String {
+        match self {
+            Selection::Auc if classes.len() == 2 => "auc".into(),
+            Selection::Auc => "macro_auc".into(),
+            Selection::SensitivityAtSpecificity(_) => "sensitivity_at_specificity".into(),
+            Selection::SpecificityAtSensitivity(_) => "specificity_at_sensitivity".into(),
+            Selection::ClassAuc(c) => format!("auc/{}", classes[*c]),
+            Selection::Multiclass(m) => m.as_str().into(),
+        }
+    }
+
+    /// The figure on validation (0.5 where undefined, so that selection is never blind),
+    /// and the validation loss that breaks ties.
+    pub(crate) fn measure(&self, labels: &[u32], probs: &[Vec<f64>]) -> (f64, f64) {
+        let k = probs.len();
+        let m = if k == 2 {
+            let pos: Vec<bool> = labels.iter().map(|l| *l == 1).collect();
+            BinaryData::new(&pos, &probs[1])
+                .map(|d| match self {
+                    Selection::SensitivityAtSpecificity(x)
+                    | Selection::SpecificityAtSensitivity(x) => {
+                        let m = d.metrics(&BinaryOptions {
+                            at_specificity: *x,
+                            at_sensitivity: *x,
+                        });
+                        if matches!(self, Selection::SensitivityAtSpecificity(_)) {
+                            m.sensitivity_at_specificity
+                        } else {
+                            m.specificity_at_sensitivity
+                        }
+                    }
+                    _ => d.auc(),
+                })
+                .unwrap_or(f64::NAN)
+        } else {
+            MulticlassData::new(labels, probs)
+                .map(|d| {
+                    let m = d.metrics();
+                    match self {
+                        Selection::ClassAuc(c) => m.auc.get(*c).copied().unwrap_or(f64::NAN),
+                        Selection::Multiclass(Metric::BalancedAccuracy) => m.balanced_accuracy,
+                        Selection::Multiclass(Metric::Accuracy) => m.accuracy,
+                        Selection::Multiclass(_) => m.macro_f1,
+                        // Over the classes validation has: a rare class missing from a small
+                        // validation split would otherwise leave the macro AUC undefined
+                        // and model selection blind.
+                        _ => {
+                            let auc: Vec<f64> =
+                                m.auc.into_iter().filter(|a| a.is_finite()).collect();
+                            auc.iter().sum::<f64>() / auc.len() as f64
+                        }
+                    }
+                })
+                .unwrap_or(f64::NAN)
+        };
+        let loss = labels
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| {
+                -probs
+                    .get(l as usize)
+                    .and_then(|p| p.get(i))
+                    .copied()
+                    .unwrap_or(0.0)
+                    .max(1e-12)
+                    .ln()
+            })
+            .sum::<f64>()
+            / labels.len().max(1) as f64;
+        (if m.is_finite() { m } else { 0.5 }, loss)
+    }
+}
+
+/// Whether an epoch that measured `(metric, loss)` beats the best so far: a higher
+/// figure, or the same figure at a lower loss.
+pub(crate) fn beats(new: (f64, f64), best: (f64, f64)) -> bool {
+    new.0 > best.0 || (new.0 == best.0 && new.1 < best.1)
 }
 
 /// `id,label,prob` (binary) or `id,label,<class>...` (multiclass), plus `patient` (hashed)
@@ -958,7 +1064,40 @@ mod tests {
             vec![0.8, 0.7, 0.05, 0.1],
             vec![0.1, 0.1, 0.05, 0.1],
         ];
-        assert_eq!(validation_metric(&labels, &good, 3), 1.0);
-        assert_eq!(validation_metric(&labels, &bad, 3), 0.0);
+        let s = Selection::Auc;
+        assert_eq!(s.measure(&labels, &good).0, 1.0);
+        assert_eq!(s.measure(&labels, &bad).0, 0.0);
+    }
+
+    #[test]
+    fn the_objective_picks_the_epoch_and_the_loss_breaks_ties() {
+        let classes = |names: &[&str]| names.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+        let objective = |v: serde_json::Value| serde_json::from_value::<Objective>(v).unwrap();
+        let eight = classes(&["AK", "MEL", "NV"]);
+        let mel = objective(json!({"metric": "sensitivity", "class": "melanoma"}));
+        assert_eq!(Selection::new(Some(&mel), &eight), Selection::ClassAuc(1));
+        assert_eq!(Selection::ClassAuc(1).name(&eight), "auc/MEL");
+        let binary = classes(&["normal", "pneumothorax"]);
+        let at = objective(json!({"metric": "sensitivity_at_specificity", "at_specificity": 0.9}));
+        assert_eq!(
+            Selection::new(Some(&at), &binary),
+            Selection::SensitivityAtSpecificity(0.9)
+        );
+        // A figure that needs a threshold is stood for by the AUC.
+        let sens = objective(json!({"metric": "sensitivity"}));
+        assert_eq!(Selection::new(Some(&sens), &binary), Selection::Auc);
+        assert_eq!(Selection::new(None, &binary).name(&binary), "auc");
+
+        // Two epochs that both separate validation perfectly: the surer one wins.
+        let labels = [0u32, 0, 1, 1];
+        let sure = vec![vec![0.99, 0.98, 0.02, 0.01], vec![0.01, 0.02, 0.98, 0.99]];
+        let unsure = vec![vec![0.6, 0.55, 0.45, 0.4], vec![0.4, 0.45, 0.55, 0.6]];
+        let (a, b) = (
+            Selection::Auc.measure(&labels, &sure),
+            Selection::Auc.measure(&labels, &unsure),
+        );
+        assert_eq!((a.0, b.0), (1.0, 1.0));
+        assert!(beats(a, b) && !beats(b, a) && !beats(a, a));
+        assert!(beats((0.9, 5.0), (0.8, 0.1)), "the figure comes first");
     }
 }

@@ -55,6 +55,7 @@ fn job(ws: &Path, out: &str, spec: &Dataset, params: serde_json::Value, seed: u6
         seed,
         cpus: 2,
         task: None,
+        objective: None,
     }
 }
 
