@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value, json};
 
-use crate::agent::journal::{Round, State, manifest_hash};
+use crate::agent::journal::{Round, manifest_hash};
 use crate::agent::patch::{self, Patch, PatchOp};
 use crate::agent::policy;
 use crate::agent::rewrite::inline;
@@ -426,20 +426,56 @@ fn curve_evidence(ctx: &Context<'_>) -> (Curve, String) {
     )
 }
 
-/// What the round that tried the manifest `patch` makes of `base` gained over the best
-/// round before it: `None` if untried, `Some(None)` if it did not run to a score.
-fn outcome(ctx: &Context<'_>, base: &Value, patch: &[PatchOp]) -> Option<Option<f64>> {
+/// Whether the round that tried the manifest `patch` makes of `base` was kept: `None` if
+/// untried.
+fn kept(ctx: &Context<'_>, base: &Value, patch: &[PatchOp]) -> Option<bool> {
     let key = change_key(base, &patch::apply(base, patch).ok()?);
-    let r = ctx.rounds.iter().find(|r| r.change == key)?;
-    let before = ctx.rounds[..r.round as usize]
+    ctx.rounds.iter().find(|r| r.change == key).map(|r| r.kept)
+}
+
+/// The best round's measured reliance on the confounder, when its interval excludes 0 (the
+/// output still leans on it, label held fixed), as a sentence for rationales.
+fn reliance_evidence(ctx: &Context<'_>) -> Option<String> {
+    let (n, s) = ctx
+        .rounds
         .iter()
         .rev()
-        .find(|b| b.kept)
-        .and_then(|b| b.score.as_ref());
-    Some(match (&r.score, before) {
-        (Some(s), Some(b)) if r.state == State::Done => Some(s.value - b.value),
-        _ => None,
+        .find(|r| r.kept)
+        .and_then(|r| Some((r.round, r.score.as_ref()?)))?;
+    let (attr, p) = s.confound.as_ref()?;
+    let (lo, hi) = s.confound_ci?;
+    (lo > 0.0 || hi < 0.0).then(|| {
+        format!(
+            "on validation the best round's output (round {n}) still leans on `{attr}`: partial correlation {p:.3} (95% CI {lo:.3} to {hi:.3}), label held fixed"
+        )
     })
+}
+
+/// The best round's constraints whose interval lies on the wrong side of the bound, as
+/// (metric, sentence).
+fn broken_constraints(ctx: &Context<'_>) -> Vec<(String, String)> {
+    let Some((n, s)) = ctx
+        .rounds
+        .iter()
+        .rev()
+        .find(|r| r.kept)
+        .and_then(|r| Some((r.round, r.score.as_ref()?)))
+    else {
+        return Vec::new();
+    };
+    s.constraints
+        .iter()
+        .filter(|c| c.broken())
+        .map(|c| {
+            (
+                c.metric.clone(),
+                format!(
+                    "the best round (round {n}) misses the constraint {} {} {} on validation ({:.3}, its interval wholly on the wrong side)",
+                    c.metric, c.op, c.bound, c.value
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The heuristic catalogue, in the order it is walked: each entry a patch and its
@@ -450,8 +486,6 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         return detector_catalogue(ctx);
     }
     let mut out: Vec<Candidate> = Vec::new();
-    let mut push =
-        |patch: Vec<PatchOp>, rationale: String| out.push(Candidate { patch, rationale });
     let w = with(ctx);
     let loss = w.get("loss").cloned().unwrap_or_else(|| json!({}));
     let task = ctx.task;
@@ -474,16 +508,21 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         .to_owned();
     let stride = if backbone == "small_cnn" { 16 } else { 32 };
     if size / stride < 4 && size < 256 {
-        push(
-            vec![set(ctx, "image_size", json!(size * 2))],
-            format!(
+        out.push(Candidate {
+            patch: vec![set(ctx, "image_size", json!(size * 2))],
+            rationale: format!(
                 "at {size} px the {backbone}'s last feature map is {side}x{side} ({stride}x downsampling), so fine detail is pooled away before the classifier sees it: {size} -> {} px; {}",
                 size * 2,
                 best_evidence(ctx),
                 side = size / stride
             ),
-        );
+        });
     }
+
+    // What comes before the request's own moves: the network must be able to see.
+    let sighted = out.len();
+    let mut push =
+        |patch: Vec<PatchOp>, rationale: String| out.push(Candidate { patch, rationale });
 
     // 1. What the request says matters most.
     if fn_averse || task.is_some_and(|t| t.priority_class.is_some()) {
@@ -519,8 +558,18 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         }
     }
 
-    // 2. The confounder the request names.
+    // 2. The confounder the request names (right after step 0 while the best round's
+    // reliance on it is significant).
+    let reliance = reliance_evidence(ctx);
+    let mut against_confound: Vec<Candidate> = Vec::new();
     if let Some((name, attr, debias_attr)) = confound_attributes(ctx) {
+        let mut push = |patch: Vec<PatchOp>, rationale: String| {
+            let rationale = match &reliance {
+                Some(r) => format!("{rationale}; {r}"),
+                None => rationale,
+            };
+            against_confound.push(Candidate { patch, rationale });
+        };
         let evidence = audit_evidence(ctx, &attr);
         let sampler_ok = w
             .get("sampler")
@@ -552,9 +601,10 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
             if current == Some(lambda) {
                 continue;
             }
-            match outcome(ctx, ctx.best, &step) {
-                // A step that made things worse (or failed) ends the climb.
-                Some(gain) if gain.is_none_or(|g| g < 0.0) => climb = false,
+            match kept(ctx, ctx.best, &step) {
+                // A step that was not kept (worse, within the noise, or failed) ends the
+                // climb.
+                Some(false) => climb = false,
                 _ => push(
                     step,
                     format!(
@@ -582,6 +632,12 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
             );
         }
     }
+    if reliance.is_some() {
+        // Pursue the request before anything but letting the network see.
+        out.splice(sighted..sighted, against_confound);
+    } else {
+        out.append(&mut against_confound);
+    }
 
     // 3. Many false positives: a stricter ratio of negatives.
     if binary(ctx)
@@ -597,22 +653,63 @@ pub fn catalogue(ctx: &Context<'_>) -> Vec<Candidate> {
         && w.get("sampler")
             .is_none_or(|s| s["kind"] != json!("group_balanced"))
     {
-        push(
-            vec![set(
+        out.push(Candidate {
+            patch: vec![set(
                 ctx,
                 "sampler",
                 json!({"kind": "ratio", "negatives_per_positive": 2.0}),
             )],
-            format!(
+            rationale: format!(
                 "the best round's validation specificity {spec:.3} is well below its sensitivity {sens:.3}: too many false positives; two negatives per positive in each batch shows the model more of what is not a finding"
             ),
-        );
+        });
     }
 
     // 4. Optimisation, schedule, augmentation, resolution, batch size and backbone, in
     // an order the best round's training curve suggests.
     out.extend(tuning(ctx));
-    out
+
+    // A constraint the best round misses comes before everything: the changes that move
+    // its metric.
+    let mut first = Vec::new();
+    for (metric, why) in broken_constraints(ctx) {
+        let base = metric.split('/').next().unwrap_or(&metric);
+        if matches!(base, "sensitivity" | "npv" | "sensitivity_at_specificity") {
+            if loss["class_weighted"] != json!(true) {
+                first.push(Candidate {
+                    patch: vec![merge(ctx, "loss", json!({"class_weighted": true}))],
+                    rationale: format!(
+                        "{why}: weighting the loss by inverse class frequency makes each missed case of a rare class cost more"
+                    ),
+                });
+            }
+            if loss["kind"] != json!("focal") {
+                first.push(Candidate {
+                    patch: vec![merge(ctx, "loss", json!({"kind": "focal", "gamma": 2.0}))],
+                    rationale: format!(
+                        "{why}: focal loss (gamma 2) puts the gradient on the hard, misclassified cases, where the missed ones are"
+                    ),
+                });
+            }
+        } else if matches!(base, "specificity" | "ppv" | "specificity_at_sensitivity")
+            && binary(ctx)
+            && w.get("sampler")
+                .is_none_or(|s| s["kind"] != json!("group_balanced"))
+        {
+            first.push(Candidate {
+                patch: vec![set(
+                    ctx,
+                    "sampler",
+                    json!({"kind": "ratio", "negatives_per_positive": 2.0}),
+                )],
+                rationale: format!(
+                    "{why}: two negatives per positive in each batch shows the model more of what is not a finding"
+                ),
+            });
+        }
+    }
+    first.append(&mut out);
+    first
 }
 
 /// Optimisation, schedule, augmentation, resolution, batch size and capacity (the
@@ -1146,8 +1243,8 @@ impl Proposer for Random {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::journal::Proposal;
-    use crate::agent::score::Score;
+    use crate::agent::journal::{Proposal, State};
+    use crate::agent::score::{ConstraintCheck, Score};
 
     fn manifest() -> Value {
         json!({
@@ -1397,6 +1494,77 @@ mod tests {
             c.rationale.contains(
                 "311 `no_pneumothorax` training images against 105 `pneumothorax` (3.0x)"
             ),
+            "{}",
+            c.rationale
+        );
+    }
+
+    #[test]
+    fn a_significant_reliance_and_a_missed_constraint_come_before_everything() {
+        // A request that puts missed findings first would start with the class weights.
+        let mut best = manifest();
+        best["task"]["error_preference"] = json!("minimize_false_negatives");
+        let task: TaskSpec = serde_json::from_value(best["task"].clone()).unwrap();
+        let (audit, policy) = (audit(), Policy::default());
+        let attrs = vec!["drain".to_string()];
+        let propose = |rounds: &[Round]| {
+            Heuristic
+                .propose(&Context {
+                    task: Some(&task),
+                    best: &best,
+                    policy: &policy,
+                    train: "train",
+                    rounds,
+                    audit: Some(&audit),
+                    attributes: &attrs,
+                    confound: Some("drain"),
+                    training: None,
+                })
+                .unwrap()
+        };
+        let mut start = round(0, &best, vec![], 0.9, true);
+        let s = start.score.as_mut().unwrap();
+        s.confound = Some(("drain".into(), 0.1));
+        s.confound_ci = Some((-0.05, 0.25));
+        let c = propose(std::slice::from_ref(&start));
+        assert_eq!(
+            summarize(&best, &c.patch),
+            "train.loss.class_weighted: + true"
+        );
+        // The reliance is significant: the confounder comes first, and the rationale
+        // cites it.
+        let s = start.score.as_mut().unwrap();
+        s.confound = Some(("drain".into(), 0.3));
+        s.confound_ci = Some((0.15, 0.45));
+        let c = propose(std::slice::from_ref(&start));
+        assert_eq!(
+            summarize(&best, &c.patch),
+            "train.sampler: + {attribute: drain, kind: group_balanced}"
+        );
+        assert!(
+            c.rationale.contains(
+                "still leans on `drain`: partial correlation 0.300 (95% CI 0.150 to 0.450)"
+            ),
+            "{}",
+            c.rationale
+        );
+        // A specificity the best round misses on its interval comes before that.
+        start.score.as_mut().unwrap().constraints = vec![ConstraintCheck {
+            metric: "specificity".into(),
+            op: ">=".into(),
+            bound: 0.8,
+            value: 0.6,
+            met: false,
+            verdict: Some(crate::task::requirements::Verdict::NotMet),
+        }];
+        let c = propose(std::slice::from_ref(&start));
+        assert_eq!(
+            summarize(&best, &c.patch),
+            "train.sampler: + {kind: ratio, negatives_per_positive: 2.0}"
+        );
+        assert!(
+            c.rationale
+                .contains("misses the constraint specificity >= 0.8"),
             "{}",
             c.rationale
         );
