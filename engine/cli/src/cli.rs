@@ -429,7 +429,8 @@ pub struct SynthArgs {
     #[arg(long, value_name = "F")]
     pub box_fraction: Option<f64>,
     /// derm: share of melanomas drawn like a nevus but for a small dark patch (and half as
-    /// many atypical nevi), from 0 (the default) to 1.
+    /// many atypical nevi); wrist: how subtle fractures are (fainter, shorter lines, often
+    /// without the cortical step, more noise). From 0 (the default) to 1.
     #[arg(long, value_name = "D")]
     pub difficulty: Option<f64>,
 }

@@ -60,7 +60,11 @@ pub fn synth(a: &SynthArgs) -> anyhow::Result<ExitCode> {
             a.box_fraction.is_some(),
             &[SynthFamily::Wrist],
         ),
-        ("--difficulty", a.difficulty.is_some(), &[SynthFamily::Derm]),
+        (
+            "--difficulty",
+            a.difficulty.is_some(),
+            &[SynthFamily::Derm, SynthFamily::Wrist],
+        ),
     ];
     for (flag, set, families) in given {
         if set && !families.contains(&a.family) {
@@ -104,6 +108,7 @@ pub fn synth(a: &SynthArgs) -> anyhow::Result<ExitCode> {
                 positive_rate: a.positive_rate.unwrap_or(d.positive_rate),
                 box_fraction: a.box_fraction.unwrap_or(d.box_fraction),
                 test_fraction: a.test_fraction.unwrap_or(0.0),
+                difficulty: a.difficulty.unwrap_or(0.0),
             })
         }
     };

@@ -310,6 +310,64 @@ fn a_wrist_test_split_is_fixed_in_split_csv_and_fully_boxed() {
     assert!(!plain.join("split.csv").exists());
 }
 
+/// The mean grey level inside the fracture boxes of a wrist set: the dark fracture line
+/// pulls it down.
+fn grey_in_boxes(root: &Path) -> f64 {
+    let mut total = 0.0;
+    let mut boxes = 0usize;
+    for entry in std::fs::read_dir(root.join("labels")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let img =
+            engine_data::image::decode(&root.join("images").join(format!("{stem}.png"))).unwrap();
+        let (w, h) = (img.width as f64, img.height as f64);
+        let grey = |x: usize, y: usize| f64::from(img.pixels[y * img.width as usize + x]) / 255.0;
+        for line in text.lines() {
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap())
+                .collect();
+            let (x0, x1) = (
+                ((v[0] - v[2] / 2.0) * w) as usize,
+                ((v[0] + v[2] / 2.0) * w) as usize,
+            );
+            let (y0, y1) = (
+                ((v[1] - v[3] / 2.0) * h) as usize,
+                ((v[1] + v[3] / 2.0) * h) as usize,
+            );
+            let inside: Vec<f64> = (y0..y1.min(img.height as usize))
+                .flat_map(|y| (x0..x1.min(img.width as usize)).map(move |x| (x, y)))
+                .map(|(x, y)| grey(x, y))
+                .collect();
+            total += inside.iter().sum::<f64>() / inside.len() as f64;
+            boxes += 1;
+        }
+    }
+    total / boxes as f64
+}
+
+#[test]
+fn wrist_difficulty_makes_fractures_subtler() {
+    let options = WristOptions {
+        n: 80,
+        seed: 4,
+        size: 64,
+        ..WristOptions::default()
+    };
+    let (_a, easy) = synth_into(Family::Wrist(options.clone()));
+    let (_b, hard) = synth_into(Family::Wrist(WristOptions {
+        difficulty: 1.0,
+        ..options
+    }));
+    let (easy, hard) = (grey_in_boxes(&easy), grey_in_boxes(&hard));
+    assert!(
+        hard > easy + 0.06,
+        "grey level {hard} in the boxes at difficulty 1 against {easy}"
+    );
+}
+
 /// The share of the melanoma images of a derm set that show a blue-grey veil (pixels
 /// clearly bluer than red), one of the obvious melanoma cues.
 fn melanomas_with_a_veil(root: &Path) -> (usize, f64) {

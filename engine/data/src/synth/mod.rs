@@ -98,6 +98,7 @@ pub fn write(family: &Family, out: &Path) -> Result<String, SynthError> {
             ("--positive-rate", o.positive_rate),
             ("--box-fraction", o.box_fraction),
             ("--test-fraction", o.test_fraction),
+            ("--difficulty", o.difficulty),
         ],
     };
     for (flag, v) in shares {

@@ -11,6 +11,10 @@
 //! finding that must not be flagged). A fracture is a dark, jagged line across the radius
 //! (sometimes the ulna too) a little below the growth plate, with the distal fragment shifted
 //! sideways by a pixel or two; its box encloses the line with a small margin.
+//!
+//! `--difficulty D` (0 to 1, default 0) makes fractures subtler: the line is fainter (closer
+//! to the bone's brightness) and shorter, the cortical step is left out of a share D of them,
+//! and the noise is stronger, so that a detector does not saturate within a few epochs.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -34,6 +38,8 @@ pub struct WristOptions {
     /// Share of patients fixed as the test split in `split.csv`; their images keep every
     /// box, as a benchmark's test set is fully annotated (0: no file).
     pub test_fraction: f64,
+    /// How subtle fractures are, from 0 (the default) to 1.
+    pub difficulty: f64,
 }
 
 impl Default for WristOptions {
@@ -45,12 +51,14 @@ impl Default for WristOptions {
             positive_rate: 0.5,
             box_fraction: 1.0,
             test_fraction: 0.0,
+            difficulty: 0.0,
         }
     }
 }
 
 /// Draws one radiograph; returns it and the fracture boxes (normalised cx, cy, w, h).
-fn radiograph(rng: &mut Rng, s: usize, fracture: bool) -> (Canvas, Vec<[f32; 4]>) {
+fn radiograph(rng: &mut Rng, s: usize, fracture: bool, difficulty: f64) -> (Canvas, Vec<[f32; 4]>) {
+    let d = difficulty as f32;
     let sf = s as f32;
     let mut img = Canvas::new(s, s, &[0.06]);
     let tilt = rng.range(-0.08, 0.08) as f32;
@@ -106,9 +114,10 @@ fn radiograph(rng: &mut Rng, s: usize, fracture: bool) -> (Canvas, Vec<[f32; 4]>
     if fracture {
         let both = rng.chance(0.3);
         let fy = plate_y + sf * rng.range(0.06, 0.16) as f32;
-        let mut lines = vec![(rx_at(fy), sf * 0.06)];
+        let shorter = 1.0 - 0.4 * d;
+        let mut lines = vec![(rx_at(fy), sf * 0.06 * shorter)];
         if both {
-            lines.push((ulna_x, sf * 0.045));
+            lines.push((ulna_x, sf * 0.045 * shorter));
         }
         for (bx, half) in lines {
             let n = 7;
@@ -127,19 +136,24 @@ fn radiograph(rng: &mut Rng, s: usize, fracture: bool) -> (Canvas, Vec<[f32; 4]>
                 x1 = x1.max(*x);
                 y1 = y1.max(*y);
             }
-            img.paint(&[0.2], polyline(pts, (0.014 * sf).max(1.2)));
-            // A small step in the cortex below the line.
+            img.paint(&[0.2 + 0.3 * d], polyline(pts, (0.014 * sf).max(1.2)));
+            // A small step in the cortex below the line, left out of a share `difficulty`
+            // of fractures (the chance is drawn only with a difficulty, so that the default
+            // images stay as they were).
             let shift = sf * rng.range(0.006, 0.014) as f32;
-            img.paint(
-                &[0.66],
-                polyline(
-                    vec![
-                        (bx - half - shift, fy + sf * 0.02),
-                        (bx - half - shift, fy + sf * 0.06),
-                    ],
-                    (0.01 * sf).max(1.0),
-                ),
-            );
+            let stepless = difficulty > 0.0 && rng.chance(difficulty);
+            if !stepless {
+                img.paint(
+                    &[0.66],
+                    polyline(
+                        vec![
+                            (bx - half - shift, fy + sf * 0.02),
+                            (bx - half - shift, fy + sf * 0.06),
+                        ],
+                        (0.01 * sf).max(1.0),
+                    ),
+                );
+            }
             let m = sf * 0.02;
             let (x0, y0, x1, y1) = (
                 (x0 - m).max(0.0),
@@ -156,7 +170,7 @@ fn radiograph(rng: &mut Rng, s: usize, fracture: bool) -> (Canvas, Vec<[f32; 4]>
         }
     }
     img.blur(1);
-    img.noise(rng, 0.02);
+    img.noise(rng, 0.02 + 0.03 * d);
     (img, boxes)
 }
 
@@ -190,7 +204,7 @@ pub(crate) fn write(out: &Path, o: &WristOptions) -> Result<String, SynthError> 
     let written = crate::par::map(&idx, |&i| -> Result<usize, SynthError> {
         let (_, fracture, boxed) = planned[i];
         let mut rng = Rng::stream(o.seed, 1 + i as u64);
-        let (img, boxes) = radiograph(&mut rng, o.size, fracture);
+        let (img, boxes) = radiograph(&mut rng, o.size, fracture, o.difficulty);
         let id = format!("{i:06}");
         super::write_png_gray(
             &out.join("images").join(format!("{id}.png")),
