@@ -15,6 +15,8 @@ def row(task, seed, shuffled, secs, history, test):
     rounds = h["rounds"]
     done = [r for r in rounds[1:] if r["state"] == "done"]
     kept = [r for r in rounds[1:] if r["kept"]]
+    # Kept for leaning less on the confounder rather than for a gain in the objective.
+    for_reliance = [r for r in kept if r["verdict"].startswith("leans significantly less")]
     chosen = h.get("chosen") or 0
     metric = rounds[0].get("metric") or "auc"
     first = rounds[0].get("value")
@@ -27,6 +29,7 @@ def row(task, seed, shuffled, secs, history, test):
         "metric": metric,
         "rounds_done": len(done),
         "kept": len(kept),
+        "kept_for_objective": len(kept) - len(for_reliance),
         "chosen": chosen,
         "val_first": first,
         "val_best": best,
@@ -94,7 +97,11 @@ def summary(rows_path, secs, md_path, json_path):
     if null:
         done = sum(r["rounds_done"] for r in null)
         kept = sum(r["kept"] for r in null)
-        lines.append(f"- shuffled labels: {kept} of {done} rounds kept ({100 * kept / max(done, 1):.1f}%; the policy's alpha is 5%)")
+        gain = sum(r["kept_for_objective"] for r in null)
+        lines.append(
+            f"- shuffled labels: {kept} of {done} rounds kept ({100 * kept / max(done, 1):.1f}%), "
+            f"{gain} of them for a gain in the objective ({100 * gain / max(done, 1):.1f}%; the policy's alpha is 5%)"
+        )
     if real:
         for what in ["holds", "not significant", "reversed", "nothing claimed"]:
             n = sum(r["agreement"] == what for r in real)
