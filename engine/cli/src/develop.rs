@@ -172,9 +172,9 @@ fn validation_of(
     }
     let gone = || {
         format!(
-            "the validation predictions of round {r} are neither in its record nor in the cache (hint: `engine apply {}` on its manifest {} brings them back)",
-            manifest.display(),
-            journal.manifest_of(r).display()
+            "the validation predictions of round {r} are neither in its record nor in the cache (hint: copy {} beside {} and `engine apply` the copy: the cache then holds them again)",
+            journal.manifest_of(r).display(),
+            manifest.display()
         )
     };
     let text = std::fs::read_to_string(journal.manifest_of(r)).map_err(|_| gone())?;
