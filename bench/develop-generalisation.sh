@@ -22,7 +22,8 @@
 #   SEEDS="1 2 3"  ROUNDS=8  SHUFFLED=1 (0: skip the shuffled runs)
 #   N_CHEST=600 N_DERM=1500 N_WRIST=400 N_SPARSE=1200  (images per dataset)
 #   WRIST_DIFFICULTY=0.7  (subtler fractures: at 0, mAP@50 starts near 1.0)
-#   SPARSE_DIFFICULTY=0.3 (with 5% of the images boxed, 0.7 leaves mAP@50 near 0.03)
+#   SPARSE_DIFFICULTY=0.3 (with 5% of the images boxed, 0.7 leaves mAP@50 near 0.03 and
+#                          0.3 starts at 1.0: a value between is still to be found)
 #   ENGINE=target/debug/engine  RESULTS_DIR=bench/results  WORK=bench/work/generalisation
 set -euo pipefail
 
