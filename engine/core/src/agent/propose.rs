@@ -14,6 +14,7 @@ use crate::agent::journal::{Round, manifest_hash};
 use crate::agent::patch::{self, Patch, PatchOp};
 use crate::agent::policy;
 use crate::agent::rewrite::inline;
+use crate::agent::score::Score;
 use crate::manifest::Policy;
 use crate::task::{ErrorPreference, TaskKind, TaskSpec};
 
@@ -363,15 +364,18 @@ fn class_evidence(ctx: &Context<'_>) -> Option<String> {
     ))
 }
 
-/// The best round's validation figures, for rationales.
-fn best_evidence(ctx: &Context<'_>) -> String {
-    match ctx
-        .rounds
+/// The best round so far and its validation score, when it was scored.
+fn best_scored<'a>(ctx: &Context<'a>) -> Option<(u32, &'a Score)> {
+    ctx.rounds
         .iter()
         .rev()
         .find(|r| r.kept)
         .and_then(|r| Some((r.round, r.score.as_ref()?)))
-    {
+}
+
+/// The best round's validation figures, for rationales.
+fn best_evidence(ctx: &Context<'_>) -> String {
+    match best_scored(ctx) {
         Some((n, s)) => format!(
             "the best round so far (round {n}) has validation {} {:.4}",
             s.metric, s.value
@@ -436,12 +440,7 @@ fn kept(ctx: &Context<'_>, base: &Value, patch: &[PatchOp]) -> Option<bool> {
 /// The best round's measured reliance on the confounder, when its interval excludes 0 (the
 /// output still leans on it, label held fixed), as a sentence for rationales.
 fn reliance_evidence(ctx: &Context<'_>) -> Option<String> {
-    let (n, s) = ctx
-        .rounds
-        .iter()
-        .rev()
-        .find(|r| r.kept)
-        .and_then(|r| Some((r.round, r.score.as_ref()?)))?;
+    let (n, s) = best_scored(ctx)?;
     let (attr, p) = s.confound.as_ref()?;
     let (lo, hi) = s.confound_ci?;
     (lo > 0.0 || hi < 0.0).then(|| {
@@ -454,13 +453,7 @@ fn reliance_evidence(ctx: &Context<'_>) -> Option<String> {
 /// The best round's constraints whose interval lies on the wrong side of the bound, as
 /// (metric, sentence).
 fn broken_constraints(ctx: &Context<'_>) -> Vec<(String, String)> {
-    let Some((n, s)) = ctx
-        .rounds
-        .iter()
-        .rev()
-        .find(|r| r.kept)
-        .and_then(|r| Some((r.round, r.score.as_ref()?)))
-    else {
+    let Some((n, s)) = best_scored(ctx) else {
         return Vec::new();
     };
     s.constraints
@@ -1244,7 +1237,7 @@ impl Proposer for Random {
 mod tests {
     use super::*;
     use crate::agent::journal::{Proposal, State};
-    use crate::agent::score::{ConstraintCheck, Score};
+    use crate::agent::score::ConstraintCheck;
 
     fn manifest() -> Value {
         json!({
